@@ -1,0 +1,1 @@
+//! tunstack: a userspace TCP/UDP/ICMP stack behind a Linux TUN device.
