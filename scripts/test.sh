@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Run the whole test suite: unit, integration (real TUN in network namespaces) and doc tests.
+set -euo pipefail
+
+readonly PROG="${0##*/}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly REPO
+
+usage() {
+    cat <<EOF
+Usage: scripts/$PROG [cargo test arguments]
+
+Run the whole test suite: cargo test --all-targets, then cargo test --doc.
+Extra arguments go to both cargo commands, e.g.
+  scripts/$PROG -- --test-threads=2       # fewer tests at once
+  scripts/$PROG ping                      # only tests whose name contains "ping"
+If the arguments pick targets themselves (--test NAME, --lib, --doc, --bins, ...)
+cargo test runs once, with exactly those arguments:
+  scripts/$PROG --test echo_tun -- --nocapture
+
+The integration tests create network namespaces and TUN devices, so they need
+root. As a normal user with sudo, cargo builds as you and only the test binaries
+run as root, through CARGO_TARGET_<host triple>_RUNNER="sudo -E" (you may be
+asked for your password once). Without root they print a loud SKIP; with CI=true
+a skipped test fails instead.
+
+Needs: cargo, and for the integration tests iproute2, iputils-ping,
+netcat-openbsd, socat, tcpdump, tshark (.ci/run installs them).
+EOF
+}
+
+die() {
+    echo "$PROG: error: $*" >&2
+    exit 1
+}
+
+for arg in "$@"; do
+    case "$arg" in
+        -h | --help) usage; exit 0 ;;
+        --) break ;;
+    esac
+done
+
+cd "$REPO"
+if ! command -v cargo >/dev/null; then
+    [[ -x "$HOME/.cargo/bin/cargo" ]] \
+        || die "cargo not found in PATH or ~/.cargo/bin; install Rust from https://rustup.rs"
+    PATH="$HOME/.cargo/bin:$PATH"
+fi
+
+# ---- root for the test binaries only ----
+host_triple="$(rustc -vV | sed -n 's/^host: //p')"
+[[ -n "$host_triple" ]] || die "could not read the host triple from 'rustc -vV'"
+runner_var="CARGO_TARGET_$(tr 'a-z.-' 'A-Z__' <<<"$host_triple")_RUNNER"
+
+if [[ $EUID -eq 0 ]]; then
+    echo "$PROG: running as root; the integration tests will run"
+elif [[ -n "${!runner_var:-}" ]]; then
+    echo "$PROG: using $runner_var='${!runner_var}' from the environment"
+elif ! command -v sudo >/dev/null; then
+    echo "$PROG: WARNING: not root and sudo is not installed: tests that need root" \
+        "(real TUN devices in network namespaces) will be SKIPPED${CI:+ and, with CI set, FAIL}" >&2
+elif ! sudo -n true 2>/dev/null && ! [[ -t 0 ]]; then
+    echo "$PROG: WARNING: sudo needs a password and there is no terminal to ask on:" \
+        "tests that need root will be SKIPPED${CI:+ and, with CI set, FAIL}" >&2
+else
+    echo "$PROG: test binaries will run as root through 'sudo -E' ($runner_var)"
+    sudo -v || die "sudo failed; run as root instead: sudo $0 $*"
+    export "$runner_var=sudo -E"
+fi
+
+# ---- which cargo test runs ----
+picks_targets=false
+for arg in "$@"; do
+    case "$arg" in
+        --) break ;;
+        --lib | --bins | --bin | --bin=* | --test | --test=* | --tests | --examples | --example | \
+            --example=* | --benches | --bench | --bench=* | --all-targets | --doc)
+            picks_targets=true ;;
+    esac
+done
+
+if $picks_targets; then
+    echo "$PROG: cargo test $*"
+    cargo test "$@" || die "cargo test $* failed (see above)"
+    exit 0
+fi
+
+failed=()
+echo "$PROG: cargo test --all-targets $*"
+cargo test --all-targets "$@" || failed+=("cargo test --all-targets $*")
+
+if cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"kind":\["lib"\]'; then
+    echo "$PROG: cargo test --doc $*"
+    cargo test --doc "$@" || failed+=("cargo test --doc $*")
+else
+    echo "$PROG: no library target; skipping doc tests"
+fi
+
+if ((${#failed[@]} > 0)); then
+    printf '%s: FAILED: %s\n' "$PROG" "${failed[@]}" >&2
+    exit 1
+fi
+echo "$PROG: all tests passed"
