@@ -1,0 +1,61 @@
+//! Command-line interface (clap): subcommands, flags and their defaults.
+
+use clap::{Args, Parser, Subcommand};
+use smoltcp::wire::IpCidr;
+
+/// A userspace TCP/UDP/ICMP stack behind a Linux TUN device.
+///
+/// Run `sudo scripts/setup.sh` once to create the TUN device, then `tunstack echo`.
+/// Logging follows RUST_LOG (default: info); RUST_LOG=tunstack=trace shows every packet.
+#[derive(Debug, Parser)]
+#[command(name = "tunstack", version, about, long_about)]
+pub struct Cli {
+    /// What to run.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Run TCP and UDP echo servers (RFC 862) on the stack; ping is answered too.
+    Echo(EchoArgs),
+}
+
+/// Options shared by every command that runs a stack.
+#[derive(Debug, Args)]
+pub struct StackArgs {
+    /// TUN device to attach to (made by scripts/setup.sh).
+    #[arg(long, default_value = "tun0")]
+    pub tun: String,
+    /// The stack's own address with prefix; repeat for more (default: 192.168.69.2/24 and fd69::2/64).
+    #[arg(long = "addr", value_name = "IP/PREFIX", value_parser = parse_cidr)]
+    pub addrs: Vec<IpCidr>,
+    /// Link MTU (default: the TUN device's MTU).
+    #[arg(long)]
+    pub mtu: Option<usize>,
+    /// Receive and send buffer of each TCP connection, in bytes.
+    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    pub tcp_buffer: usize,
+}
+
+/// Options of `tunstack echo`.
+#[derive(Debug, Args)]
+pub struct EchoArgs {
+    /// Stack options.
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Port of the TCP and UDP echo servers.
+    #[arg(long, default_value_t = 7)]
+    pub port: u16,
+    /// Established connections that may wait for accept(); further SYNs are dropped.
+    #[arg(long, default_value_t = 128)]
+    pub backlog: usize,
+}
+
+/// Parses `192.168.69.2/24` or `fd69::2/64`.
+fn parse_cidr(text: &str) -> Result<IpCidr, String> {
+    text.parse().map_err(|()| {
+        format!("{text:?} is not an address with a prefix, like 192.168.69.2/24 or fd69::2/64")
+    })
+}

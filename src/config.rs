@@ -1,0 +1,57 @@
+//! Stack configuration: addresses, per-socket buffer sizes, queue limits and timeouts.
+//! Defaults match the README, the scripts and the tests.
+
+use smoltcp::time::Duration;
+use smoltcp::wire::{IpAddress, IpCidr, Ipv4Address, Ipv6Address};
+use std::ops::RangeInclusive;
+
+/// The stack's IPv4 address by default.
+pub const DEFAULT_ADDR4: IpCidr =
+    IpCidr::new(IpAddress::Ipv4(Ipv4Address::new(192, 168, 69, 2)), 24);
+/// The stack's IPv6 address by default.
+pub const DEFAULT_ADDR6: IpCidr = IpCidr::new(
+    IpAddress::Ipv6(Ipv6Address::new(0xfd69, 0, 0, 0, 0, 0, 0, 2)),
+    64,
+);
+
+/// How a [`Stack`](crate::Stack) is set up.
+#[derive(Debug, Clone)]
+pub struct StackConfig {
+    /// The stack's own addresses with their prefixes (at most 8).
+    pub addresses: Vec<IpCidr>,
+    /// Maximum IP packet size on the link (the TUN's MTU).
+    pub mtu: usize,
+    /// Receive and send buffer of each TCP socket, in bytes.
+    pub tcp_buffer: usize,
+    /// Payload buffer of each UDP socket, in bytes (also its send buffer).
+    pub udp_buffer: usize,
+    /// Datagrams a UDP socket queues per direction.
+    pub udp_packets: usize,
+    /// Ports `connect()` and `bind(port 0)` pick from.
+    pub ephemeral_ports: RangeInclusive<u16>,
+    /// Half-open connections a listener keeps per backlog slot (SYN queue = backlog × this).
+    pub syn_queue_factor: usize,
+    /// A connection with unacknowledged data and no word from the peer for this long is aborted.
+    pub tcp_timeout: Duration,
+    /// An incomplete IP fragment train is dropped after this long.
+    pub reassembly_timeout: Duration,
+    /// Seed for ISNs and port choice; fixed in tests for reproducible runs.
+    pub random_seed: u64,
+}
+
+impl Default for StackConfig {
+    fn default() -> Self {
+        StackConfig {
+            addresses: vec![DEFAULT_ADDR4, DEFAULT_ADDR6],
+            mtu: 1500,
+            tcp_buffer: 64 * 1024,
+            udp_buffer: 256 * 1024,
+            udp_packets: 256,
+            ephemeral_ports: 49152..=65535,
+            syn_queue_factor: 1,
+            tcp_timeout: Duration::from_secs(60),
+            reassembly_timeout: Duration::from_secs(10),
+            random_seed: 0x7475_6e73_7461_636b,
+        }
+    }
+}

@@ -1,0 +1,64 @@
+//! Blocking wait on file descriptors with poll(2): the only place the event loop sleeps.
+//! Timeouts are rounded *up* to whole milliseconds, so a 300 µs timer never becomes a spin.
+
+use smoltcp::time::Duration;
+use std::io;
+use std::os::fd::RawFd;
+
+/// Waits until one of `fds` is readable or `timeout` passes (`None`: no timeout).
+/// Returns which fds are readable; all false on timeout or on a signal (EINTR).
+pub fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
+    let mut pollfds: Vec<libc::pollfd> = fds
+        .iter()
+        .map(|&fd| libc::pollfd {
+            fd,
+            events: libc::POLLIN,
+            revents: 0,
+        })
+        .collect();
+    let timeout_ms = timeout_ms(timeout);
+    // SAFETY: `pollfds` is a valid, exclusively borrowed array of `pollfds.len()` entries.
+    let rc = unsafe {
+        libc::poll(
+            pollfds.as_mut_ptr(),
+            pollfds.len() as libc::nfds_t,
+            timeout_ms,
+        )
+    };
+    if rc < 0 {
+        let err = io::Error::last_os_error();
+        if err.kind() == io::ErrorKind::Interrupted {
+            return Ok(vec![false; fds.len()]);
+        }
+        return Err(err);
+    }
+    Ok(pollfds
+        .iter()
+        .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+        .collect())
+}
+
+/// poll(2)'s timeout argument: -1 for none, else milliseconds rounded up.
+pub fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
+    match timeout {
+        None => -1,
+        Some(d) => {
+            let ms = d.total_micros().div_ceil(1000);
+            ms.min(libc::c_int::MAX as u64) as libc::c_int
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sub_millisecond_timeouts_round_up() {
+        assert_eq!(timeout_ms(None), -1);
+        assert_eq!(timeout_ms(Some(Duration::from_micros(0))), 0);
+        assert_eq!(timeout_ms(Some(Duration::from_micros(1))), 1);
+        assert_eq!(timeout_ms(Some(Duration::from_micros(1000))), 1);
+        assert_eq!(timeout_ms(Some(Duration::from_micros(1001))), 2);
+    }
+}

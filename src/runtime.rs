@@ -1,0 +1,175 @@
+//! The event loop: polls the stack, lets the app serve ready sockets, then blocks in poll(2)
+//! on the TUN fd (plus the signal pipe and any fds the app adds) until a packet, a signal or
+//! the stack's next timer. SIGINT/SIGTERM close every connection with FIN, then exit.
+
+use crate::error::{Error, Result};
+use crate::flow::SocketId;
+use crate::phy::TunDevice;
+use crate::phy::wait::wait_readable;
+use crate::stack::Stack;
+use smoltcp::phy::Device;
+use smoltcp::time::{Duration, Instant};
+use std::io::Read;
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+
+/// How long a graceful shutdown waits for peers to acknowledge our FINs.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// What an app plugged into [`run`] does.
+pub trait App {
+    /// Serves the sockets whose readiness may have changed.
+    fn on_ready(&mut self, stack: &Stack, ready: &[SocketId]);
+    /// Extra file descriptors to wait on (e.g. stdin).
+    fn fds(&self) -> Vec<RawFd> {
+        Vec::new()
+    }
+    /// One of [`App::fds`] is readable.
+    fn on_fd(&mut self, _stack: &Stack, _fd: RawFd) {}
+    /// `Some(code)` once the app is done and the loop should end.
+    fn finished(&self) -> Option<i32> {
+        None
+    }
+}
+
+/// A device the loop can wait on: its fd, and a way to report it broke.
+pub trait WaitableDevice: Device {
+    /// The fd that becomes readable when a packet arrives.
+    fn fd(&self) -> RawFd;
+    /// A fatal device error, if one happened.
+    fn take_error(&mut self) -> Option<Error>;
+}
+
+impl WaitableDevice for TunDevice {
+    fn fd(&self) -> RawFd {
+        TunDevice::fd(self)
+    }
+    fn take_error(&mut self) -> Option<Error> {
+        TunDevice::take_error(self)
+    }
+}
+
+/// A monotonic clock in smoltcp's terms, starting at zero.
+pub struct Clock(std::time::Instant);
+
+impl Clock {
+    /// Starts the clock.
+    pub fn start() -> Clock {
+        Clock(std::time::Instant::now())
+    }
+    /// Time since the start.
+    pub fn now(&self) -> Instant {
+        Instant::from_micros(self.0.elapsed().as_micros() as i64)
+    }
+}
+
+/// Runs `app` on `stack` until it finishes or a signal asks to stop. Returns the exit code.
+pub fn run<D: WaitableDevice>(stack: &Stack, device: &mut D, app: &mut dyn App) -> Result<i32> {
+    let signals = SignalPipe::install()?;
+    let clock = Clock::start();
+    let mut ready = Vec::new();
+    let mut shutdown_deadline: Option<Instant> = None;
+    loop {
+        let now = clock.now();
+        stack.poll(now, device);
+        if let Some(err) = device.take_error() {
+            return Err(err);
+        }
+        ready.clear();
+        stack.take_ready(&mut ready);
+        if !ready.is_empty() {
+            app.on_ready(stack, &ready);
+        }
+        if let Some(code) = app.finished() {
+            flush(stack, device, &clock);
+            return Ok(code);
+        }
+        if let Some(deadline) = shutdown_deadline
+            && (stack.is_quiet() || now >= deadline)
+        {
+            log::info!("tunstack: shut down");
+            return Ok(0);
+        }
+        let mut delay = stack.poll_delay(now);
+        if let Some(deadline) = shutdown_deadline {
+            let left = if deadline > now {
+                deadline - now
+            } else {
+                Duration::ZERO
+            };
+            delay = Some(delay.map_or(left, |d| d.min(left)));
+        }
+        let mut fds = vec![device.fd(), signals.fd()];
+        fds.extend(app.fds());
+        let readable =
+            wait_readable(&fds, delay).map_err(|e| Error::Device(format!("poll failed: {e}")))?;
+        if readable[1] && signals.drain() && shutdown_deadline.is_none() {
+            log::info!("tunstack: signal received, closing every connection");
+            stack.close_all();
+            shutdown_deadline = Some(clock.now() + SHUTDOWN_GRACE);
+        }
+        for (fd, _) in fds.iter().zip(&readable).skip(2).filter(|(_, r)| **r) {
+            app.on_fd(stack, *fd);
+        }
+    }
+}
+
+/// Polls until the stack has nothing queued to send (bounded), so a finishing app's last
+/// bytes and FIN leave before the process exits.
+fn flush<D: WaitableDevice>(stack: &Stack, device: &mut D, clock: &Clock) {
+    let deadline = clock.now() + SHUTDOWN_GRACE;
+    while clock.now() < deadline {
+        let now = clock.now();
+        stack.poll(now, device);
+        if stack.is_quiet() {
+            return;
+        }
+        let delay = stack
+            .poll_delay(now)
+            .map_or(Duration::from_millis(10), |d| {
+                d.min(Duration::from_millis(10))
+            });
+        if wait_readable(&[device.fd()], Some(delay)).is_err() {
+            return;
+        }
+    }
+}
+
+/// SIGINT and SIGTERM written to a socket pair (signal-hook's self-pipe), so poll(2) wakes.
+struct SignalPipe {
+    read: UnixStream,
+}
+
+impl SignalPipe {
+    fn install() -> Result<SignalPipe> {
+        let (read, write) =
+            UnixStream::pair().map_err(|e| Error::Device(format!("signal pipe: {e}")))?;
+        read.set_nonblocking(true)
+            .map_err(|e| Error::Device(format!("signal pipe: {e}")))?;
+        for signal in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            let write = write
+                .try_clone()
+                .map_err(|e| Error::Device(format!("signal pipe: {e}")))?;
+            signal_hook::low_level::pipe::register(signal, write)
+                .map_err(|e| Error::Device(format!("cannot handle signal {signal}: {e}")))?;
+        }
+        Ok(SignalPipe { read })
+    }
+
+    fn fd(&self) -> RawFd {
+        self.read.as_raw_fd()
+    }
+
+    /// Empties the pipe; true if a signal was in it.
+    fn drain(&self) -> bool {
+        let mut buf = [0u8; 64];
+        let mut got = false;
+        while let Ok(n) = (&self.read).read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            got = true;
+        }
+        got
+    }
+}

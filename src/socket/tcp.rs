@@ -1,0 +1,406 @@
+//! TCP: [`TcpListener`] (a listening socket with a SYN queue and an accept queue) and
+//! [`TcpStream`] (one data socket: accepted from a listener or made by `connect`).
+//! Every call is non-blocking: `Err(Error::WouldBlock)` means wait for readiness.
+
+use crate::error::{Error, Result};
+use crate::flow::{SocketId, SocketPair, endpoint, listen_endpoint};
+use crate::stack::{EntryKind, Inner, Listener, Phase, Stack, TcpEntry};
+use smoltcp::socket::tcp::{self, State};
+use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
+use std::collections::VecDeque;
+use std::io;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+/// A listening socket: `<tcp, ip, port>`. Each client that completes the handshake becomes
+/// a new data socket sharing this ip:port, told apart by its socket pair.
+pub struct TcpListener {
+    stack: Stack,
+    id: SocketId,
+    endpoint: IpListenEndpoint,
+}
+
+impl TcpListener {
+    /// Listens on `addr` (an unspecified ip means every address of the stack, IPv4 and IPv6).
+    /// At most `backlog` established connections wait for [`accept`](Self::accept); more
+    /// SYNs are dropped (the client retries) and counted.
+    pub fn bind(stack: &Stack, addr: SocketAddr, backlog: usize) -> Result<TcpListener> {
+        let mut inner = stack.inner();
+        let endpoint = listen_endpoint_of(&inner, addr)?;
+        if endpoint.port == 0 {
+            return Err(Error::Unaddressable(
+                "a listener needs a port other than 0".into(),
+            ));
+        }
+        let id = inner.insert(EntryKind::Listener(Listener {
+            endpoint,
+            backlog: backlog.max(1),
+            syn_queue: VecDeque::new(),
+            accept_queue: VecDeque::new(),
+        }));
+        if !inner.flows.insert_listener(endpoint, id) {
+            inner.sockets.remove(id.0);
+            return Err(Error::AddrInUse(format!(
+                "tcp {}",
+                listen_endpoint(endpoint)
+            )));
+        }
+        log::info!(
+            "tcp: listening on {} (backlog {backlog})",
+            listen_endpoint(endpoint)
+        );
+        Ok(TcpListener {
+            stack: stack.clone(),
+            id,
+            endpoint,
+        })
+    }
+
+    /// Takes the oldest established connection off the accept queue.
+    pub fn accept(&self) -> Result<(TcpStream, SocketAddr)> {
+        let mut inner = self.stack.inner();
+        let next = inner
+            .sockets
+            .get_mut(self.id.0)
+            .and_then(|e| e.listener_mut())
+            .and_then(|l| l.accept_queue.pop_front());
+        let Some(id) = next else {
+            return Err(Error::WouldBlock);
+        };
+        let Some(tcp) = inner.sockets.get_mut(id.0).and_then(|e| e.tcp_mut()) else {
+            return Err(Error::WouldBlock);
+        };
+        tcp.phase = Phase::Owned;
+        let pair = tcp.pair;
+        log::info!(
+            "tcp: accepted {pair} (listener {})",
+            listen_endpoint(self.endpoint)
+        );
+        // Data (or a FIN) may have arrived before accept: let the app look.
+        inner.mark_ready(id);
+        let stream = TcpStream {
+            stack: self.stack.clone(),
+            id,
+            pair,
+        };
+        Ok((stream, pair.remote.into()))
+    }
+
+    /// The endpoint listened on; the wildcard shows as `[::]`.
+    pub fn local_addr(&self) -> SocketAddr {
+        let ip = self
+            .endpoint
+            .addr
+            .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), IpAddr::from);
+        SocketAddr::new(ip, self.endpoint.port)
+    }
+
+    /// The id [`Stack::take_ready`] reports when a connection is ready to accept.
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+}
+
+impl Drop for TcpListener {
+    fn drop(&mut self) {
+        let mut inner = self.stack.inner();
+        let queued: Vec<SocketId> = inner
+            .sockets
+            .get_mut(self.id.0)
+            .and_then(|e| e.listener_mut())
+            .map(|l| {
+                l.syn_queue
+                    .drain(..)
+                    .chain(l.accept_queue.drain(..))
+                    .collect()
+            })
+            .unwrap_or_default();
+        for id in queued {
+            if let Some(tcp) = inner.sockets.get_mut(id.0).and_then(|e| e.tcp_mut()) {
+                tcp.phase = Phase::Orphaned;
+                if let Some(socket) = tcp.socket.as_mut() {
+                    socket.abort();
+                }
+            }
+            inner.mark_dirty(id);
+        }
+        inner.reap(self.id);
+        log::info!("tcp: listener {} closed", listen_endpoint(self.endpoint));
+    }
+}
+
+/// One TCP connection, identified by its socket pair.
+pub struct TcpStream {
+    stack: Stack,
+    id: SocketId,
+    pair: SocketPair,
+}
+
+impl TcpStream {
+    /// Starts connecting to `remote` from an ephemeral port no live socket pair uses
+    /// (TIME-WAIT included). Returns at once; the stream becomes writable when connected,
+    /// and a refused, unreachable or timed-out attempt shows as an error on the next call.
+    pub fn connect(stack: &Stack, remote: SocketAddr) -> Result<TcpStream> {
+        let mut inner = stack.inner();
+        let remote_ep = IpEndpoint::from(remote);
+        if remote_ep.port == 0 || remote_ep.addr.is_unspecified() {
+            return Err(Error::Unaddressable(format!("cannot connect to {remote}")));
+        }
+        let local_addr = inner.source_for(remote_ep.addr)?;
+        let start = inner.random();
+        let range = inner.config.ephemeral_ports.clone();
+        let port = inner
+            .flows
+            .free_tcp_port(local_addr, remote_ep, &range, start)
+            .ok_or_else(|| Error::EphemeralPortsExhausted(endpoint(remote_ep)))?;
+        let pair = SocketPair {
+            local: IpEndpoint::new(local_addr, port),
+            remote: remote_ep,
+        };
+        let mut socket = inner.new_tcp_socket();
+        socket
+            .connect(inner.iface.context(), pair.remote, pair.local)
+            .map_err(|e| Error::Unaddressable(format!("connect {pair}: {e}")))?;
+        let id = inner.insert(EntryKind::Tcp(TcpEntry {
+            socket: Some(socket),
+            pair,
+            phase: Phase::Owned,
+            error: None,
+            was_established: false,
+        }));
+        inner.flows.insert_tcp(pair, id);
+        inner.mark_dirty(id);
+        log::info!("tcp: connecting {pair}");
+        Ok(TcpStream {
+            stack: stack.clone(),
+            id,
+            pair,
+        })
+    }
+
+    /// Reads queued bytes. `Ok(0)` is end of stream (the peer sent FIN).
+    pub fn read(&self, buf: &mut [u8]) -> Result<usize> {
+        self.with_socket(|socket, error| {
+            if socket.recv_queue() == 0
+                && let Some(err) = error
+            {
+                return (Err(err), false);
+            }
+            match socket.recv_slice(buf) {
+                Ok(0)
+                    if !buf.is_empty() && (socket.may_recv() || !synchronized(socket.state())) =>
+                {
+                    (Err(Error::WouldBlock), false)
+                }
+                Ok(n) => (Ok(n), n > 0),
+                Err(tcp::RecvError::Finished) => (Ok(0), false),
+                Err(tcp::RecvError::InvalidState) if socket.state() == State::Closed => {
+                    (Ok(0), false)
+                }
+                Err(tcp::RecvError::InvalidState) => (Err(Error::WouldBlock), false),
+            }
+        })
+    }
+
+    /// Queues bytes for sending; returns how many fit (`WouldBlock` if none did).
+    pub fn write(&self, buf: &[u8]) -> Result<usize> {
+        self.with_socket(|socket, error| {
+            if let Some(err) = error {
+                return (Err(err), false);
+            }
+            if matches!(socket.state(), State::SynSent | State::SynReceived) {
+                return (Err(Error::WouldBlock), false);
+            }
+            match socket.send_slice(buf) {
+                Ok(0) if !buf.is_empty() => (Err(Error::WouldBlock), false),
+                Ok(n) => (Ok(n), n > 0),
+                Err(tcp::SendError::InvalidState) => (Err(Error::NotConnected), false),
+            }
+        })
+    }
+
+    /// Bytes [`write`](Self::write) would accept now.
+    pub fn send_space(&self) -> usize {
+        self.with_socket(|socket, _| {
+            let space = if socket.may_send() {
+                socket.send_capacity() - socket.send_queue()
+            } else {
+                0
+            };
+            (space, false)
+        })
+    }
+
+    /// Sends FIN after the queued data: the peer reads end of stream; we can still read.
+    pub fn shutdown_write(&self) {
+        self.with_socket(|socket, _| {
+            socket.close();
+            ((), true)
+        });
+    }
+
+    /// True once the handshake completed (and until the connection is gone).
+    pub fn is_connected(&self) -> bool {
+        self.with_socket(|socket, _| (synchronized(socket.state()), false))
+    }
+
+    /// The TCP state, as in RFC 793.
+    pub fn state(&self) -> State {
+        self.with_socket(|socket, _| (socket.state(), false))
+    }
+
+    /// Why the connection failed (refused, reset, unreachable, timed out), if it did.
+    pub fn take_error(&self) -> Option<Error> {
+        self.with_socket(|_, error| (error, false))
+    }
+
+    /// The socket pair `<local ip, local port, remote ip, remote port>`.
+    pub fn socket_pair(&self) -> SocketPair {
+        self.pair
+    }
+
+    /// Our address and port.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.pair.local.into()
+    }
+
+    /// The peer's address and port.
+    pub fn peer_addr(&self) -> SocketAddr {
+        self.pair.remote.into()
+    }
+
+    /// The id [`Stack::take_ready`] reports for this stream.
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+
+    /// Runs `f` on the smoltcp socket; `f` says whether the socket now has work to send.
+    fn with_socket<R>(
+        &self,
+        f: impl FnOnce(&mut tcp::Socket<'static>, Option<Error>) -> (R, bool),
+    ) -> R
+    where
+        R: FromMissing,
+    {
+        let mut inner = self.stack.inner();
+        let Some(entry) = inner.sockets.get_mut(self.id.0).and_then(|e| e.tcp_mut()) else {
+            return R::missing();
+        };
+        let error = entry
+            .error
+            .map(|cause| cause.to_error(entry.was_established));
+        let Some(socket) = entry.socket.as_mut() else {
+            return R::missing();
+        };
+        let (result, dirty) = f(socket, error);
+        if dirty {
+            inner.mark_dirty(self.id);
+        }
+        result
+    }
+}
+
+/// What a call returns when the socket is gone (cannot happen while the handle lives).
+trait FromMissing {
+    fn missing() -> Self;
+}
+
+impl<T> FromMissing for Result<T> {
+    fn missing() -> Self {
+        Err(Error::NotConnected)
+    }
+}
+
+impl FromMissing for Option<Error> {
+    fn missing() -> Self {
+        Some(Error::NotConnected)
+    }
+}
+
+impl FromMissing for () {
+    fn missing() -> Self {}
+}
+
+impl FromMissing for bool {
+    fn missing() -> Self {
+        false
+    }
+}
+
+impl FromMissing for usize {
+    fn missing() -> Self {
+        0
+    }
+}
+
+impl FromMissing for State {
+    fn missing() -> Self {
+        State::Closed
+    }
+}
+
+impl Drop for TcpStream {
+    fn drop(&mut self) {
+        let mut inner = self.stack.inner();
+        let Some(entry) = inner.sockets.get_mut(self.id.0).and_then(|e| e.tcp_mut()) else {
+            return;
+        };
+        entry.phase = Phase::Orphaned;
+        let closed = match entry.socket.as_mut() {
+            Some(socket) => {
+                socket.close();
+                socket.state() == State::Closed
+            }
+            None => false,
+        };
+        log::info!("tcp: closed {}", self.pair);
+        if closed {
+            inner.reap(self.id);
+        } else {
+            inner.mark_dirty(self.id);
+        }
+    }
+}
+
+impl io::Read for TcpStream {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        TcpStream::read(self, buf).map_err(io::Error::from)
+    }
+}
+
+impl io::Write for TcpStream {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        TcpStream::write(self, buf).map_err(io::Error::from)
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+fn synchronized(state: State) -> bool {
+    !matches!(
+        state,
+        State::Closed | State::Listen | State::SynSent | State::SynReceived
+    )
+}
+
+/// `addr` as a listen endpoint, checking that a specified ip is one of the stack's.
+pub(crate) fn listen_endpoint_of(inner: &Inner, addr: SocketAddr) -> Result<IpListenEndpoint> {
+    if addr.ip().is_unspecified() {
+        return Ok(IpListenEndpoint {
+            addr: None,
+            port: addr.port(),
+        });
+    }
+    let ip = addr.ip().into();
+    if !inner.is_local(ip) {
+        return Err(Error::Unaddressable(format!(
+            "{} is not an address of the stack",
+            addr.ip()
+        )));
+    }
+    Ok(IpListenEndpoint {
+        addr: Some(ip),
+        port: addr.port(),
+    })
+}

@@ -1,0 +1,129 @@
+//! UDP: one connectionless socket per `<ip, port>`. Every datagram carries where it came
+//! from ([`UdpSocket::recv_from`]) and where it goes ([`UdpSocket::send_to`]).
+
+use super::tcp::listen_endpoint_of;
+use crate::error::{Error, Result};
+use crate::flow::{SocketId, listen_endpoint};
+use crate::stack::{EntryKind, Stack, UdpEntry};
+use smoltcp::socket::udp;
+use smoltcp::wire::IpEndpoint;
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+
+/// A UDP socket bound to `<ip, port>` on the stack.
+pub struct UdpSocket {
+    stack: Stack,
+    id: SocketId,
+    endpoint: smoltcp::wire::IpListenEndpoint,
+}
+
+impl UdpSocket {
+    /// Binds `addr`; port 0 picks a free ephemeral port, an unspecified ip means every
+    /// address of the stack.
+    pub fn bind(stack: &Stack, addr: SocketAddr) -> Result<UdpSocket> {
+        let mut inner = stack.inner();
+        let mut endpoint = listen_endpoint_of(&inner, addr)?;
+        if endpoint.port == 0 {
+            let start = inner.random();
+            let range = inner.config.ephemeral_ports.clone();
+            endpoint.port = inner
+                .flows
+                .free_udp_port(&range, start)
+                .ok_or_else(|| Error::EphemeralPortsExhausted("udp".into()))?;
+        }
+        let (packets, bytes) = (inner.config.udp_packets, inner.config.udp_buffer);
+        let buffer =
+            || udp::PacketBuffer::new(vec![udp::PacketMetadata::EMPTY; packets], vec![0; bytes]);
+        let mut socket = udp::Socket::new(buffer(), buffer());
+        socket
+            .bind(endpoint)
+            .map_err(|e| Error::Unaddressable(format!("udp {}: {e}", listen_endpoint(endpoint))))?;
+        let id = inner.insert(EntryKind::Udp(UdpEntry {
+            socket: Some(socket),
+            endpoint,
+        }));
+        if !inner.flows.insert_udp(endpoint, id) {
+            inner.sockets.remove(id.0);
+            return Err(Error::AddrInUse(format!(
+                "udp {}",
+                listen_endpoint(endpoint)
+            )));
+        }
+        log::info!("udp: bound {}", listen_endpoint(endpoint));
+        Ok(UdpSocket {
+            stack: stack.clone(),
+            id,
+            endpoint,
+        })
+    }
+
+    /// Queues one datagram to `target`. `WouldBlock` when the send buffer is full.
+    pub fn send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
+        let mut inner = self.stack.inner();
+        let Some(socket) = inner
+            .sockets
+            .get_mut(self.id.0)
+            .and_then(|e| e.udp_mut())
+            .and_then(|u| u.socket.as_mut())
+        else {
+            return Err(Error::NotConnected);
+        };
+        if buf.len() > socket.payload_send_capacity() {
+            return Err(Error::Unaddressable(format!(
+                "datagram of {} bytes exceeds the send buffer",
+                buf.len()
+            )));
+        }
+        match socket.send_slice(buf, IpEndpoint::from(target)) {
+            Ok(()) => {
+                inner.mark_dirty(self.id);
+                Ok(buf.len())
+            }
+            Err(udp::SendError::BufferFull) => Err(Error::WouldBlock),
+            Err(udp::SendError::Unaddressable) => {
+                Err(Error::Unaddressable(format!("cannot send to {target}")))
+            }
+        }
+    }
+
+    /// Takes the oldest datagram: its length (truncated to `buf`, like `recvfrom`) and sender.
+    pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
+        let mut inner = self.stack.inner();
+        let Some(socket) = inner
+            .sockets
+            .get_mut(self.id.0)
+            .and_then(|e| e.udp_mut())
+            .and_then(|u| u.socket.as_mut())
+        else {
+            return Err(Error::NotConnected);
+        };
+        match socket.recv() {
+            Ok((payload, meta)) => {
+                let n = payload.len().min(buf.len());
+                buf[..n].copy_from_slice(&payload[..n]);
+                Ok((n, meta.endpoint.into()))
+            }
+            Err(_) => Err(Error::WouldBlock),
+        }
+    }
+
+    /// The bound endpoint; the wildcard shows as `[::]`.
+    pub fn local_addr(&self) -> SocketAddr {
+        let ip = self
+            .endpoint
+            .addr
+            .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), IpAddr::from);
+        SocketAddr::new(ip, self.endpoint.port)
+    }
+
+    /// The id [`Stack::take_ready`] reports when a datagram arrives.
+    pub fn id(&self) -> SocketId {
+        self.id
+    }
+}
+
+impl Drop for UdpSocket {
+    fn drop(&mut self) {
+        self.stack.inner().reap(self.id);
+        log::info!("udp: closed {}", listen_endpoint(self.endpoint));
+    }
+}

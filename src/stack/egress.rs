@@ -1,0 +1,260 @@
+//! Egress and socket lifecycle: sockets that are dirty (touched by a packet or the app) or
+//! whose timer is due are lent to the interface one at a time to transmit; afterwards their
+//! next deadline goes into the timer queue, SYN-queue sockets that completed the handshake
+//! move to the accept queue, and closed sockets nobody holds are reaped.
+
+use super::ingress::TapTx;
+use super::{EntryKind, ErrorCause, Inner, Meter, Phase};
+use crate::flow::SocketId;
+use smoltcp::iface::PollResult;
+use smoltcp::phy::{Device, DeviceCapabilities};
+use smoltcp::socket::tcp::State;
+use smoltcp::time::{Duration, Instant};
+use std::cmp::Reverse;
+
+/// Segments one socket may send per poll before others get their turn.
+const EGRESS_BURST: usize = 256;
+
+impl Inner {
+    /// Transmits for every dirty socket and every socket whose timer is due.
+    pub fn egress<D: Device>(&mut self, now: Instant, device: &mut D) -> bool {
+        let mut due = std::mem::take(&mut self.dirty);
+        for id in &due {
+            if let Some(entry) = self.sockets.get_mut(id.0) {
+                entry.dirty = false;
+            }
+        }
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            if at > now {
+                break;
+            }
+            self.timers.pop();
+            if let Some(entry) = self.sockets.get_mut(id.0)
+                && entry.deadline == Some(at)
+            {
+                entry.deadline = None;
+                due.push(id);
+            }
+        }
+        due.sort_unstable();
+        due.dedup();
+        let mut sent = false;
+        for id in due {
+            sent |= self.egress_socket(now, device, id);
+        }
+        // Remaining IP fragments of earlier replies (e.g. a large ping's echo reply).
+        let Inner {
+            iface,
+            scratch,
+            meter,
+            ..
+        } = self;
+        iface.poll_egress(now, &mut Tap { device, meter }, scratch)
+            == PollResult::SocketStateChanged
+            || sent
+    }
+
+    fn egress_socket<D: Device>(&mut self, now: Instant, device: &mut D, id: SocketId) -> bool {
+        let state_before = self.tcp_state(id);
+        let Some(handle) = self.lend(id) else {
+            return false;
+        };
+        let mut rounds = 0;
+        let poll_at = {
+            let Inner {
+                iface,
+                scratch,
+                meter,
+                ..
+            } = self;
+            let mut tap = Tap { device, meter };
+            while rounds < EGRESS_BURST
+                && iface.poll_egress(now, &mut tap, scratch) == PollResult::SocketStateChanged
+            {
+                rounds += 1;
+            }
+            iface.poll_at(now, scratch)
+        };
+        self.unlend(id, handle);
+        if rounds >= EGRESS_BURST {
+            self.mark_dirty(id);
+        } else if let Some(at) = poll_at {
+            // "Now" after a pass that sent all it could: retry in 1 ms rather than spin.
+            let at = if at <= now {
+                now + Duration::from_millis(1)
+            } else {
+                at
+            };
+            self.schedule(id, at);
+        }
+        let state_after = self.tcp_state(id);
+        if state_before.is_some() {
+            if state_after == Some(State::Closed) && state_before != Some(State::TimeWait) {
+                self.note_error(id, ErrorCause::TimedOut);
+            }
+            self.refresh_tcp(id, state_before != state_after);
+        }
+        rounds > 0
+    }
+
+    /// Arms the socket's timer for `at`, unless an earlier one is already armed.
+    fn schedule(&mut self, id: SocketId, at: Instant) {
+        if let Some(entry) = self.sockets.get_mut(id.0)
+            && entry.deadline.is_none_or(|current| at < current)
+        {
+            entry.deadline = Some(at);
+            self.timers.push(Reverse((at, id)));
+        }
+    }
+
+    fn tcp_state(&self, id: SocketId) -> Option<State> {
+        self.sockets
+            .get(id.0)?
+            .tcp()?
+            .socket
+            .as_ref()
+            .map(|s| s.state())
+    }
+
+    fn note_error(&mut self, id: SocketId, cause: ErrorCause) {
+        if let Some(tcp) = self.sockets.get_mut(id.0).and_then(|e| e.tcp_mut())
+            && tcp.error.is_none()
+        {
+            log::info!("tcp: {}: {cause:?}", tcp.pair);
+            tcp.error = Some(cause);
+        }
+    }
+
+    /// Moves a TCP socket along its life after the interface touched it.
+    pub(super) fn refresh_tcp(&mut self, id: SocketId, notify_owner: bool) {
+        let Some(tcp) = self.sockets.get_mut(id.0).and_then(|e| e.tcp_mut()) else {
+            return;
+        };
+        let Some(state) = tcp.socket.as_ref().map(|s| s.state()) else {
+            return;
+        };
+        let synchronized = !matches!(
+            state,
+            State::Closed | State::Listen | State::SynSent | State::SynReceived
+        );
+        if synchronized && !tcp.was_established {
+            tcp.was_established = true;
+            self.meter.stats.tcp_established += 1;
+            log::debug!("tcp: {} established", tcp.pair);
+        }
+        match tcp.phase {
+            Phase::SynQueue(listener) if synchronized => {
+                tcp.phase = Phase::AcceptQueue(listener);
+                if let Some(l) = self
+                    .sockets
+                    .get_mut(listener.0)
+                    .and_then(|e| e.listener_mut())
+                {
+                    l.syn_queue.retain(|queued| *queued != id);
+                    l.accept_queue.push_back(id);
+                }
+                self.mark_ready(listener);
+            }
+            Phase::SynQueue(_) | Phase::AcceptQueue(_) | Phase::Orphaned
+                if matches!(state, State::Closed | State::Listen) =>
+            {
+                self.reap(id);
+            }
+            Phase::Owned if notify_owner => self.mark_ready(id),
+            _ => {}
+        }
+    }
+
+    /// Removes a socket from the slab, the flow table and its listener's queues.
+    pub fn reap(&mut self, id: SocketId) {
+        let Some(entry) = self.sockets.try_remove(id.0) else {
+            return;
+        };
+        match entry.kind {
+            EntryKind::Tcp(tcp) => {
+                self.flows.remove_tcp(&tcp.pair);
+                if let Phase::SynQueue(l) | Phase::AcceptQueue(l) = tcp.phase
+                    && let Some(listener) = self.sockets.get_mut(l.0).and_then(|e| e.listener_mut())
+                {
+                    listener.syn_queue.retain(|queued| *queued != id);
+                    listener.accept_queue.retain(|queued| *queued != id);
+                }
+                self.meter.stats.tcp_reaped += 1;
+                log::debug!("tcp: {} reaped", tcp.pair);
+            }
+            EntryKind::Udp(udp) => self.flows.remove_udp(&udp.endpoint),
+            EntryKind::Listener(listener) => self.flows.remove_listener(&listener.endpoint),
+        }
+    }
+
+    /// Listeners stop; every connection closes gracefully (FIN after queued data).
+    pub fn close_all(&mut self) {
+        let ids: Vec<SocketId> = self.sockets.iter().map(|(i, _)| SocketId(i)).collect();
+        for id in ids {
+            let Some(entry) = self.sockets.get_mut(id.0) else {
+                continue;
+            };
+            match &mut entry.kind {
+                EntryKind::Listener(listener) => {
+                    let endpoint = listener.endpoint;
+                    self.flows.remove_listener(&endpoint);
+                }
+                EntryKind::Tcp(tcp) => {
+                    if let Some(socket) = tcp.socket.as_mut() {
+                        socket.close();
+                    }
+                    self.mark_dirty(id);
+                }
+                EntryKind::Udp(_) => {}
+            }
+        }
+    }
+
+    /// No connection has a FIN (or data ahead of it) still unacknowledged.
+    pub fn is_quiet(&self) -> bool {
+        self.sockets.iter().all(
+            |(_, entry)| match entry.tcp().and_then(|t| t.socket.as_ref()) {
+                Some(socket) => matches!(
+                    socket.state(),
+                    State::Closed | State::Listen | State::TimeWait | State::FinWait2
+                ),
+                None => true,
+            },
+        )
+    }
+}
+
+/// The real device as the interface sees it during egress: transmit only, and every packet
+/// goes through the meter (counters, trace, pcap).
+struct Tap<'d, 'm, D> {
+    device: &'d mut D,
+    meter: &'m mut Meter,
+}
+
+impl<D: Device> Device for Tap<'_, '_, D> {
+    type RxToken<'a>
+        = D::RxToken<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = TapTx<'a, D::TxToken<'a>>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
+        None
+    }
+
+    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
+        let inner = self.device.transmit(now)?;
+        Some(TapTx {
+            inner,
+            meter: self.meter,
+            now,
+        })
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.device.capabilities()
+    }
+}

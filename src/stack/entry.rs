@@ -1,0 +1,128 @@
+//! What the stack keeps per socket: the smoltcp socket itself (lent out to a one-socket
+//! `SocketSet` while a packet for it is processed) and our own bookkeeping around it:
+//! SYN and accept queues, who owns the socket, why it closed.
+
+use crate::error::Error;
+use crate::flow::SocketPair;
+use smoltcp::socket::{tcp, udp};
+use smoltcp::time::Instant;
+use smoltcp::wire::IpListenEndpoint;
+use std::collections::VecDeque;
+
+use crate::flow::SocketId;
+
+/// One slot of the socket slab.
+pub(crate) struct Entry {
+    pub kind: EntryKind,
+    /// Queued for egress in this poll.
+    pub dirty: bool,
+    /// Queued in the ready list for the app.
+    pub ready: bool,
+    /// The timer-queue deadline that is live for this socket.
+    pub deadline: Option<Instant>,
+}
+
+// Data sockets are nearly every entry: boxing them would add a pointer chase per packet.
+#[allow(clippy::large_enum_variant)]
+pub(crate) enum EntryKind {
+    Listener(Listener),
+    Tcp(TcpEntry),
+    Udp(UdpEntry),
+}
+
+/// A listening socket: no smoltcp socket of its own, just the queues.
+pub(crate) struct Listener {
+    pub endpoint: IpListenEndpoint,
+    pub backlog: usize,
+    /// Half-open connections (SYN-RECEIVED), oldest first.
+    pub syn_queue: VecDeque<SocketId>,
+    /// Established connections waiting for `accept()`, oldest first.
+    pub accept_queue: VecDeque<SocketId>,
+}
+
+/// Where a TCP data socket is in its life.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Phase {
+    /// Half-open, in `listener`'s SYN queue.
+    SynQueue(SocketId),
+    /// Established, in `listener`'s accept queue.
+    AcceptQueue(SocketId),
+    /// Held by the app as a `TcpStream`.
+    Owned,
+    /// The app dropped its handle; the socket finishes closing, then is reaped.
+    Orphaned,
+}
+
+pub(crate) struct TcpEntry {
+    /// `None` only while lent to the interface.
+    pub socket: Option<tcp::Socket<'static>>,
+    pub pair: SocketPair,
+    pub phase: Phase,
+    /// Why the connection ended, when it ended abnormally.
+    pub error: Option<ErrorCause>,
+    /// The handshake completed at some point.
+    pub was_established: bool,
+}
+
+pub(crate) struct UdpEntry {
+    pub socket: Option<udp::Socket<'static>>,
+    pub endpoint: IpListenEndpoint,
+}
+
+/// Why a TCP connection ended abnormally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ErrorCause {
+    Reset,
+    Unreachable,
+    TimedOut,
+}
+
+impl ErrorCause {
+    pub fn to_error(self, was_established: bool) -> Error {
+        match (self, was_established) {
+            (ErrorCause::Reset, false) => Error::ConnectionRefused,
+            (ErrorCause::Reset, true) => Error::ConnectionReset,
+            (ErrorCause::Unreachable, _) => Error::Unreachable,
+            (ErrorCause::TimedOut, _) => Error::TimedOut,
+        }
+    }
+}
+
+impl Entry {
+    pub fn new(kind: EntryKind) -> Entry {
+        Entry {
+            kind,
+            dirty: false,
+            ready: false,
+            deadline: None,
+        }
+    }
+
+    pub fn tcp(&self) -> Option<&TcpEntry> {
+        match &self.kind {
+            EntryKind::Tcp(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn tcp_mut(&mut self) -> Option<&mut TcpEntry> {
+        match &mut self.kind {
+            EntryKind::Tcp(t) => Some(t),
+            _ => None,
+        }
+    }
+
+    pub fn listener_mut(&mut self) -> Option<&mut Listener> {
+        match &mut self.kind {
+            EntryKind::Listener(l) => Some(l),
+            _ => None,
+        }
+    }
+
+    pub fn udp_mut(&mut self) -> Option<&mut UdpEntry> {
+        match &mut self.kind {
+            EntryKind::Udp(u) => Some(u),
+            _ => None,
+        }
+    }
+}

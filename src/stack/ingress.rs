@@ -1,0 +1,486 @@
+//! Ingress: each packet read from the device is classified, given a verdict by the flow
+//! table (which socket, or why not), and handed to the interface together with a socket set
+//! that holds only that one socket — so the interface's linear scan is over one item.
+
+use super::{EntryKind, ErrorCause, Inner, Meter, Phase, TcpEntry, Verdict};
+use crate::flow::{SocketId, SocketPair};
+use crate::packet::{PacketInfo, QuotedFlow, TcpFlags, Transport, classify};
+use crate::stats::DropReason;
+use smoltcp::iface::SocketHandle;
+use smoltcp::phy::{self, Device, DeviceCapabilities};
+use smoltcp::socket::{Socket, tcp};
+use smoltcp::time::Instant;
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+
+/// Where one inbound packet goes.
+struct Route {
+    verdict: Verdict,
+    target: Option<SocketId>,
+    info: Option<PacketInfo>,
+}
+
+impl Route {
+    fn to(verdict: Verdict, target: Option<SocketId>) -> Route {
+        Route {
+            verdict,
+            target,
+            info: None,
+        }
+    }
+
+    fn drop(reason: DropReason, detail: impl Into<String>) -> Route {
+        Route::to(Verdict::dropped(reason, detail), None)
+    }
+}
+
+impl Inner {
+    /// Reads and processes up to `budget` packets. Returns how many were read.
+    pub fn ingress<D: Device>(&mut self, now: Instant, device: &mut D, budget: usize) -> usize {
+        let caps = device.capabilities();
+        let mut count = 0;
+        while count < budget {
+            let Some((rx, tx)) = phy::Device::receive(device, now) else {
+                break;
+            };
+            count += 1;
+            phy::RxToken::consume(rx, |packet| self.ingress_packet(now, packet, tx, &caps));
+        }
+        count
+    }
+
+    fn ingress_packet<T: phy::TxToken>(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        tx: T,
+        caps: &DeviceCapabilities,
+    ) {
+        self.meter.stats.rx_packets += 1;
+        self.meter.stats.rx_bytes += packet.len() as u64;
+        let route = self.route(now, packet);
+        if let Some(observer) = self.meter.observer.as_mut() {
+            observer.inbound(now, packet, &route.verdict);
+        }
+        log::trace!("ingress: {} bytes: {}", packet.len(), route.verdict);
+        match &route.verdict {
+            Verdict::Dropped { reason, detail } => {
+                self.meter.stats.drop(*reason);
+                log::debug!(
+                    "ingress: dropped {} byte packet: {} {detail}",
+                    packet.len(),
+                    reason.name()
+                );
+                return;
+            }
+            Verdict::StrayRst => return,
+            Verdict::NoSocketRst { .. } => self.meter.stats.rst_sent += 1,
+            _ => {}
+        }
+        let lent = route.target.and_then(|id| self.lend(id).map(|h| (id, h)));
+        let udp_queue_before = lent.and_then(|(id, _)| self.udp_recv_queue(id));
+        {
+            let Inner {
+                iface,
+                scratch,
+                meter,
+                ..
+            } = self;
+            let mut one = OnePacket {
+                packet,
+                tx: Some(TapTx {
+                    inner: tx,
+                    meter,
+                    now,
+                }),
+                caps: caps.clone(),
+            };
+            iface.poll_ingress_single(now, &mut one, scratch);
+        }
+        if let Some((id, handle)) = lent {
+            self.unlend(id, handle);
+            self.after_ingress(id, route.info.as_ref(), udp_queue_before);
+        }
+    }
+
+    fn route(&mut self, now: Instant, packet: &[u8]) -> Route {
+        let info = match classify(packet) {
+            Ok(info) => info,
+            Err(err) => return Route::drop(DropReason::Malformed, err.0),
+        };
+        if !info.checksum_ok {
+            return Route::drop(DropReason::BadChecksum, "");
+        }
+        if info.hop_limit == 0 {
+            return Route::drop(DropReason::TtlZero, "");
+        }
+        if self.is_bad_source(info.src) {
+            return Route::drop(DropReason::BadSource, format!("source {}", info.src));
+        }
+        if !self.is_local(info.dst) && !info.dst.is_multicast() && !self.is_broadcast(info.dst) {
+            return Route::drop(DropReason::NotForUs, format!("destination {}", info.dst));
+        }
+        let mut route = match (info.fragment, info.transport) {
+            (Some((key, offset)), _) if offset > 0 => Route::to(
+                Verdict::FragmentQueued,
+                self.flows.fragment_owner(&key, now),
+            ),
+            (Some((key, _)), _) => {
+                let target = self.existing_owner(&info);
+                if let Some(id) = target {
+                    let expires = now + self.config.reassembly_timeout;
+                    self.flows.note_fragment(key, id, expires);
+                }
+                Route::to(Verdict::FragmentQueued, target)
+            }
+            (
+                None,
+                Transport::Tcp {
+                    src_port,
+                    dst_port,
+                    flags,
+                    ..
+                },
+            ) => self.route_tcp(&info, (src_port, dst_port), flags),
+            (
+                None,
+                Transport::Udp {
+                    dst_port,
+                    payload_len,
+                    ..
+                },
+            ) => self.route_udp(info.dst, dst_port, payload_len),
+            (
+                None,
+                Transport::Icmp {
+                    icmp_type, quoted, ..
+                },
+            ) => {
+                if let Some(quoted) = quoted {
+                    self.icmp_error(&info, icmp_type, &quoted);
+                }
+                Route::to(Verdict::Icmp, None)
+            }
+            (None, Transport::Fragment | Transport::Other(_)) => {
+                return Route::drop(DropReason::UnknownProtocol, "");
+            }
+        };
+        route.info = Some(info);
+        route
+    }
+
+    /// The socket an unfragmented-looking packet would go to, without creating one.
+    fn existing_owner(&self, info: &PacketInfo) -> Option<SocketId> {
+        match info.transport {
+            Transport::Tcp {
+                src_port, dst_port, ..
+            } => self.flows.tcp(&pair_of(info, src_port, dst_port)),
+            Transport::Udp { dst_port, .. } => self.flows.udp(info.dst, dst_port),
+            _ => None,
+        }
+    }
+
+    fn route_tcp(
+        &mut self,
+        info: &PacketInfo,
+        (src_port, dst_port): (u16, u16),
+        flags: TcpFlags,
+    ) -> Route {
+        let pair = pair_of(info, src_port, dst_port);
+        if let Some(id) = self.flows.tcp(&pair) {
+            return Route::to(Verdict::DataSocket(pair), Some(id));
+        }
+        if flags.rst {
+            return Route::to(Verdict::StrayRst, None);
+        }
+        let is_syn = flags.syn && !flags.ack;
+        if is_syn && let Some(listener) = self.flows.listener(info.dst, dst_port) {
+            return self.admit_syn(listener, pair);
+        }
+        Route::to(Verdict::NoSocketRst { syn: is_syn }, None)
+    }
+
+    /// A SYN for a listener: a new data socket in its SYN queue, or a counted drop.
+    fn admit_syn(&mut self, listener_id: SocketId, pair: SocketPair) -> Route {
+        let syn_limit = {
+            let Some(listener) = self.sockets.get(listener_id.0).and_then(|e| match &e.kind {
+                EntryKind::Listener(l) => Some(l),
+                _ => None,
+            }) else {
+                return Route::to(Verdict::NoSocketRst { syn: true }, None);
+            };
+            if listener.accept_queue.len() >= listener.backlog {
+                return Route::drop(
+                    DropReason::BacklogFull,
+                    format!("listener {}", pair.local.port),
+                );
+            }
+            if listener.syn_queue.len() >= listener.backlog * self.config.syn_queue_factor.max(1) {
+                listener.syn_queue.front().copied()
+            } else {
+                None
+            }
+        };
+        if let Some(oldest) = syn_limit {
+            // A full SYN queue (a flood, most likely): the oldest half-open connection makes
+            // room, so a real client's handshake can still complete.
+            self.meter.stats.drop(DropReason::SynQueueEvicted);
+            log::debug!(
+                "tcp: syn queue full on port {}: evicting {oldest}",
+                pair.local.port
+            );
+            self.reap(oldest);
+        }
+        let mut socket = self.new_tcp_socket();
+        let endpoint = IpListenEndpoint {
+            addr: Some(pair.local.addr),
+            port: pair.local.port,
+        };
+        if socket.listen(endpoint).is_err() {
+            return Route::to(Verdict::NoSocketRst { syn: true }, None);
+        }
+        let id = self.insert(EntryKind::Tcp(TcpEntry {
+            socket: Some(socket),
+            pair,
+            phase: Phase::SynQueue(listener_id),
+            error: None,
+            was_established: false,
+        }));
+        self.flows.insert_tcp(pair, id);
+        let listen_ep = match self
+            .sockets
+            .get_mut(listener_id.0)
+            .and_then(|e| e.listener_mut())
+        {
+            Some(listener) => {
+                listener.syn_queue.push_back(id);
+                listener.endpoint
+            }
+            None => endpoint,
+        };
+        Route::to(
+            Verdict::NewConnection {
+                listener: listen_ep,
+                pair,
+            },
+            Some(id),
+        )
+    }
+
+    fn route_udp(&mut self, dst: IpAddress, dst_port: u16, payload_len: usize) -> Route {
+        let Some(id) = self.flows.udp(dst, dst_port) else {
+            return Route::to(Verdict::PortUnreachable, None);
+        };
+        let Some(udp) = self.sockets.get_mut(id.0).and_then(|e| e.udp_mut()) else {
+            return Route::to(Verdict::PortUnreachable, None);
+        };
+        let endpoint = udp.endpoint;
+        if let Some(socket) = udp.socket.as_ref()
+            && socket.payload_recv_capacity() - socket.recv_queue() < payload_len
+        {
+            return Route::drop(DropReason::UdpBufferFull, format!("port {dst_port}"));
+        }
+        Route::to(Verdict::UdpSocket(endpoint), Some(id))
+    }
+
+    /// An ICMP destination-unreachable about one of our connection attempts aborts it.
+    fn icmp_error(&mut self, info: &PacketInfo, icmp_type: u8, quoted: &QuotedFlow) {
+        let unreachable = match info.src {
+            IpAddress::Ipv4(_) => icmp_type == 3,
+            IpAddress::Ipv6(_) => icmp_type == 1,
+        };
+        if !unreachable || quoted.protocol != 6 {
+            return;
+        }
+        let pair = SocketPair {
+            local: IpEndpoint::new(quoted.src, quoted.src_port),
+            remote: IpEndpoint::new(quoted.dst, quoted.dst_port),
+        };
+        let Some(id) = self.flows.tcp(&pair) else {
+            return;
+        };
+        if let Some(entry) = self.sockets.get_mut(id.0).and_then(|e| e.tcp_mut())
+            && let Some(socket) = entry.socket.as_mut()
+            && socket.state() == tcp::State::SynSent
+        {
+            log::info!("tcp: {pair}: destination unreachable");
+            socket.abort();
+            entry.error = Some(ErrorCause::Unreachable);
+            self.meter.stats.icmp_errors += 1;
+            self.mark_dirty(id);
+            self.mark_ready(id);
+        }
+    }
+
+    fn after_ingress(
+        &mut self,
+        id: SocketId,
+        info: Option<&PacketInfo>,
+        udp_before: Option<usize>,
+    ) {
+        let rst = matches!(
+            info.map(|i| i.transport),
+            Some(Transport::Tcp {
+                flags: TcpFlags { rst: true, .. },
+                ..
+            })
+        );
+        let Some(entry) = self.sockets.get_mut(id.0) else {
+            return;
+        };
+        match &mut entry.kind {
+            EntryKind::Tcp(tcp) => {
+                let closed = tcp
+                    .socket
+                    .as_ref()
+                    .is_some_and(|s| s.state() == tcp::State::Closed);
+                if rst && closed && tcp.error.is_none() {
+                    tcp.error = Some(ErrorCause::Reset);
+                    log::info!("tcp: {}: reset by peer", tcp.pair);
+                }
+                self.mark_dirty(id);
+                self.refresh_tcp(id, true);
+            }
+            EntryKind::Udp(_) => {
+                if let (Some(before), Some(after)) = (udp_before, self.udp_recv_queue(id))
+                    && after == before
+                    && matches!(
+                        info.map(|i| i.transport),
+                        Some(Transport::Udp {
+                            payload_len: 1..,
+                            ..
+                        })
+                    )
+                {
+                    self.meter.stats.drop(DropReason::UdpBufferFull);
+                }
+                self.mark_ready(id);
+            }
+            EntryKind::Listener(_) => {}
+        }
+    }
+
+    fn udp_recv_queue(&self, id: SocketId) -> Option<usize> {
+        match &self.sockets.get(id.0)?.kind {
+            EntryKind::Udp(udp) => udp.socket.as_ref().map(|s| s.recv_queue()),
+            _ => None,
+        }
+    }
+
+    /// Moves a socket into the scratch set. `None` if it has no smoltcp socket.
+    pub(super) fn lend(&mut self, id: SocketId) -> Option<SocketHandle> {
+        let entry = self.sockets.get_mut(id.0)?;
+        let socket: Socket<'static> = match &mut entry.kind {
+            EntryKind::Tcp(tcp) => Socket::Tcp(tcp.socket.take()?),
+            EntryKind::Udp(udp) => Socket::Udp(udp.socket.take()?),
+            EntryKind::Listener(_) => return None,
+        };
+        Some(self.scratch.add(socket))
+    }
+
+    /// Puts a lent socket back in its slot.
+    pub(super) fn unlend(&mut self, id: SocketId, handle: SocketHandle) {
+        let socket = self.scratch.remove(handle);
+        match (self.sockets.get_mut(id.0).map(|e| &mut e.kind), socket) {
+            (Some(EntryKind::Tcp(tcp)), Socket::Tcp(s)) => tcp.socket = Some(s),
+            (Some(EntryKind::Udp(udp)), Socket::Udp(s)) => udp.socket = Some(s),
+            _ => log::error!("stack: socket {id} came back to the wrong slot; dropped"),
+        }
+    }
+
+    fn is_bad_source(&self, src: IpAddress) -> bool {
+        let martian = match src {
+            IpAddress::Ipv4(a) => a.is_unspecified() || a.is_broadcast() || a.is_loopback(),
+            IpAddress::Ipv6(a) => a.is_unspecified() || a.is_loopback(),
+        };
+        martian || src.is_multicast() || self.is_local(src) || self.is_broadcast(src)
+    }
+
+    /// The limited broadcast or the directed broadcast of one of our IPv4 subnets.
+    fn is_broadcast(&self, addr: IpAddress) -> bool {
+        let IpAddress::Ipv4(a) = addr else {
+            return false;
+        };
+        a.is_broadcast()
+            || self.iface.ip_addrs().iter().any(|cidr| match cidr {
+                smoltcp::wire::IpCidr::Ipv4(c) => c.prefix_len() < 31 && c.broadcast() == Some(a),
+                _ => false,
+            })
+    }
+
+    pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+        let size = self.config.tcp_buffer;
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; size]),
+            tcp::SocketBuffer::new(vec![0; size]),
+        );
+        socket.set_timeout(Some(self.config.tcp_timeout));
+        socket.set_nagle_enabled(false);
+        socket.set_congestion_control(tcp::CongestionControl::Cubic);
+        socket
+    }
+}
+
+fn pair_of(info: &PacketInfo, src_port: u16, dst_port: u16) -> SocketPair {
+    SocketPair {
+        local: IpEndpoint::new(info.dst, dst_port),
+        remote: IpEndpoint::new(info.src, src_port),
+    }
+}
+
+/// A device that yields exactly one packet, already read, and the transmit token it came
+/// with (for the interface's immediate replies: RST, ICMP echo reply, port unreachable).
+struct OnePacket<'p, T> {
+    packet: &'p [u8],
+    tx: Option<T>,
+    caps: DeviceCapabilities,
+}
+
+struct PacketRx<'p>(&'p [u8]);
+
+impl phy::RxToken for PacketRx<'_> {
+    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
+        f(self.0)
+    }
+}
+
+impl<'p, T: phy::TxToken> Device for OnePacket<'p, T> {
+    type RxToken<'a>
+        = PacketRx<'p>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = T
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _now: Instant) -> Option<(PacketRx<'p>, T)> {
+        let tx = self.tx.take()?;
+        Some((PacketRx(self.packet), tx))
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<T> {
+        None
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
+    }
+}
+
+/// A transmit token that counts (and shows the observer) what it sends.
+pub(super) struct TapTx<'m, T> {
+    pub inner: T,
+    pub meter: &'m mut Meter,
+    pub now: Instant,
+}
+
+impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let TapTx { inner, meter, now } = self;
+        inner.consume(len, |buf| {
+            let result = f(buf);
+            meter.outbound(now, buf);
+            result
+        })
+    }
+}

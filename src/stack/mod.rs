@@ -1,0 +1,248 @@
+//! The stack: one smoltcp `Interface`, the socket slab, the flow table, the timer queue and
+//! the ready list. It reads no clock and owns no device: every call takes `now`, and
+//! [`Stack::poll`] borrows the device, like smoltcp's own `Interface::poll`.
+
+mod egress;
+mod entry;
+mod ingress;
+mod table;
+mod verdict;
+
+pub use table::{SocketInfo, SocketKind};
+pub use verdict::Verdict;
+
+pub(crate) use entry::{Entry, EntryKind, ErrorCause, Listener, Phase, TcpEntry, UdpEntry};
+
+use crate::config::StackConfig;
+use crate::error::{Error, Result};
+use crate::flow::{FlowTable, SocketId};
+use crate::stats::Stats;
+use slab::Slab;
+use smoltcp::iface::{Config, Interface, SocketSet};
+use smoltcp::phy::Device;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::{HardwareAddress, IpAddress};
+use std::cell::{RefCell, RefMut};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, VecDeque};
+use std::rc::Rc;
+
+/// Sees every packet the stack reads and writes: the packet trace and the pcap writer.
+pub trait PacketObserver {
+    /// A packet read from the device, with what the stack decided about it.
+    fn inbound(&mut self, now: Instant, packet: &[u8], verdict: &Verdict);
+    /// A packet the stack wrote to the device.
+    fn outbound(&mut self, now: Instant, packet: &[u8]);
+}
+
+/// Counters plus the optional observer: what every packet in or out passes through.
+pub(crate) struct Meter {
+    pub stats: Stats,
+    pub observer: Option<Box<dyn PacketObserver>>,
+}
+
+impl Meter {
+    pub fn outbound(&mut self, now: Instant, packet: &[u8]) {
+        self.stats.tx_packets += 1;
+        self.stats.tx_bytes += packet.len() as u64;
+        if let Some(observer) = self.observer.as_mut() {
+            observer.outbound(now, packet);
+        }
+    }
+}
+
+/// Ingress packets handled per [`Stack::poll`] before egress gets its turn.
+const INGRESS_BUDGET: usize = 256;
+
+pub(crate) struct Inner {
+    pub iface: Interface,
+    pub sockets: Slab<Entry>,
+    pub flows: FlowTable,
+    pub timers: BinaryHeap<Reverse<(Instant, SocketId)>>,
+    pub dirty: Vec<SocketId>,
+    pub ready: VecDeque<SocketId>,
+    pub meter: Meter,
+    pub config: StackConfig,
+    /// The small socket set the interface sees: only the sockets a packet concerns.
+    pub scratch: SocketSet<'static>,
+    rng: u64,
+}
+
+/// A userspace TCP/UDP/ICMP stack. Cheap to clone: clones share one stack.
+///
+/// ```
+/// use tunstack::{Stack, StackConfig, TcpListener, phy::MemoryLink};
+/// use smoltcp::time::Instant;
+///
+/// let (mut device, _peer) = MemoryLink::pair(1500);
+/// let stack = Stack::new(StackConfig::default(), &mut device, Instant::ZERO);
+/// let listener = TcpListener::bind(&stack, "0.0.0.0:7".parse().unwrap(), 16).unwrap();
+/// assert!(listener.accept().is_err()); // WouldBlock: nobody connected yet
+/// stack.poll(Instant::ZERO, &mut device);
+/// ```
+#[derive(Clone)]
+pub struct Stack {
+    inner: Rc<RefCell<Inner>>,
+}
+
+impl Stack {
+    /// Creates a stack with `config`'s addresses on a device like `device`.
+    pub fn new<D: Device>(config: StackConfig, device: &mut D, now: Instant) -> Stack {
+        let mut iface_config = Config::new(HardwareAddress::Ip);
+        iface_config.random_seed = config.random_seed;
+        let mut iface = Interface::new(iface_config, device, now);
+        iface.update_ip_addrs(|addrs| {
+            for cidr in &config.addresses {
+                if addrs.push(*cidr).is_err() {
+                    log::warn!("stack: more than 8 addresses, {cidr} ignored");
+                }
+            }
+        });
+        iface.set_reassembly_timeout(config.reassembly_timeout);
+        let rng = config.random_seed | 1;
+        let inner = Inner {
+            iface,
+            sockets: Slab::new(),
+            flows: FlowTable::default(),
+            timers: BinaryHeap::new(),
+            dirty: Vec::new(),
+            ready: VecDeque::new(),
+            meter: Meter {
+                stats: Stats::default(),
+                observer: None,
+            },
+            config,
+            scratch: SocketSet::new(Vec::new()),
+            rng,
+        };
+        Stack {
+            inner: Rc::new(RefCell::new(inner)),
+        }
+    }
+
+    pub(crate) fn inner(&self) -> RefMut<'_, Inner> {
+        self.inner.borrow_mut()
+    }
+
+    /// Reads packets from `device` and hands each to the socket its socket pair names, then
+    /// transmits what sockets have queued and what their timers ask for. Returns true if
+    /// anything happened (sockets may be ready: see [`Stack::take_ready`]).
+    pub fn poll<D: Device>(&self, now: Instant, device: &mut D) -> bool {
+        let mut inner = self.inner();
+        let received = inner.ingress(now, device, INGRESS_BUDGET);
+        let sent = inner.egress(now, device);
+        received > 0 || sent
+    }
+
+    /// How long the caller may wait before the next [`Stack::poll`] if no packet arrives.
+    /// `Some(ZERO)` means poll again now; `None` means only a packet can wake the stack.
+    pub fn poll_delay(&self, now: Instant) -> Option<Duration> {
+        self.inner().poll_delay(now)
+    }
+
+    /// Moves the ids of sockets whose readiness may have changed into `out`. Handles have
+    /// an [`id`](crate::TcpStream::id) to match them; a spurious id is harmless.
+    pub fn take_ready(&self, out: &mut Vec<SocketId>) {
+        let mut inner = self.inner();
+        let Inner { ready, sockets, .. } = &mut *inner;
+        out.extend(ready.drain(..).inspect(|id| {
+            if let Some(entry) = sockets.get_mut(id.0) {
+                entry.ready = false;
+            }
+        }));
+    }
+
+    /// A copy of the stack's counters.
+    pub fn stats(&self) -> Stats {
+        self.inner().meter.stats.clone()
+    }
+
+    /// Installs the observer that sees every packet in and out (trace, pcap).
+    pub fn set_observer(&self, observer: Box<dyn PacketObserver>) {
+        self.inner().meter.observer = Some(observer);
+    }
+
+    /// Number of sockets of every kind the stack holds (listeners, data sockets, UDP).
+    pub fn socket_count(&self) -> usize {
+        self.inner().sockets.len()
+    }
+
+    /// Starts a graceful shutdown: listeners stop taking SYNs and every TCP connection
+    /// sends FIN once its queued data is out. Keep polling until [`Stack::is_quiet`].
+    pub fn close_all(&self) {
+        self.inner().close_all();
+    }
+
+    /// True when no TCP connection still has a FIN (or data before it) to deliver.
+    pub fn is_quiet(&self) -> bool {
+        self.inner().is_quiet()
+    }
+}
+
+impl Inner {
+    /// A pseudo-random number for port choice (xorshift64*; not for cryptography).
+    pub fn random(&mut self) -> u32 {
+        let mut x = self.rng;
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng = x;
+        (x.wrapping_mul(0x2545_f491_4f6c_dd1d) >> 32) as u32
+    }
+
+    /// Adds a socket to the slab.
+    pub fn insert(&mut self, kind: EntryKind) -> SocketId {
+        SocketId(self.sockets.insert(Entry::new(kind)))
+    }
+
+    /// Queues a socket for egress in this poll.
+    pub fn mark_dirty(&mut self, id: SocketId) {
+        if let Some(entry) = self.sockets.get_mut(id.0)
+            && !entry.dirty
+        {
+            entry.dirty = true;
+            self.dirty.push(id);
+        }
+    }
+
+    /// Tells the app this socket's readiness may have changed.
+    pub fn mark_ready(&mut self, id: SocketId) {
+        if let Some(entry) = self.sockets.get_mut(id.0)
+            && !entry.ready
+        {
+            entry.ready = true;
+            self.ready.push_back(id);
+        }
+    }
+
+    /// The stack address to use as source towards `remote`.
+    pub fn source_for(&self, remote: IpAddress) -> Result<IpAddress> {
+        self.iface.get_source_address(&remote).ok_or_else(|| {
+            Error::Unaddressable(format!("no address of the stack can reach {remote}"))
+        })
+    }
+
+    /// Whether `addr` is one of the stack's addresses.
+    pub fn is_local(&self, addr: IpAddress) -> bool {
+        self.iface.has_ip_addr(addr)
+    }
+
+    fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
+        if !self.dirty.is_empty() || !self.ready.is_empty() {
+            return Some(Duration::ZERO);
+        }
+        let mut next = self.iface.poll_at(now, &self.scratch);
+        while let Some(Reverse((at, id))) = self.timers.peek().copied() {
+            let live = self
+                .sockets
+                .get(id.0)
+                .is_some_and(|e| e.deadline == Some(at));
+            if live {
+                next = Some(next.map_or(at, |n| n.min(at)));
+                break;
+            }
+            self.timers.pop();
+        }
+        next.map(|at| if at > now { at - now } else { Duration::ZERO })
+    }
+}

@@ -1,0 +1,79 @@
+//! What the stack decided about one inbound packet: the socket that took it or why it was
+//! dropped. The packet trace prints it at the end of each inbound line.
+
+use crate::flow::{SocketPair, listen_endpoint};
+use crate::stats::DropReason;
+use smoltcp::wire::IpListenEndpoint;
+use std::fmt;
+
+/// The stack's decision about one inbound packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Verdict {
+    /// A SYN taken by a listener, which made a new data socket for this pair.
+    NewConnection {
+        /// The listener's endpoint.
+        listener: IpListenEndpoint,
+        /// The new data socket's pair.
+        pair: SocketPair,
+    },
+    /// A segment for an existing TCP data socket.
+    DataSocket(SocketPair),
+    /// A datagram for a UDP socket.
+    UdpSocket(IpListenEndpoint),
+    /// TCP with no socket: answered with RST (no listener on the port, or no such connection).
+    NoSocketRst {
+        /// True when it was a SYN to a port nobody listens on.
+        syn: bool,
+    },
+    /// A RST for no socket: ignored (never answer a RST with a RST).
+    StrayRst,
+    /// UDP to a port with no socket: answered with ICMP port unreachable.
+    PortUnreachable,
+    /// ICMP handled by the stack itself (echo request answered, error noted).
+    Icmp,
+    /// A fragment held for reassembly.
+    FragmentQueued,
+    /// Dropped, counted under this reason; `detail` says more (the parse error, ...).
+    Dropped {
+        /// The counter it went to.
+        reason: DropReason,
+        /// Extra words for the trace, may be empty.
+        detail: String,
+    },
+}
+
+impl Verdict {
+    pub(crate) fn dropped(reason: DropReason, detail: impl Into<String>) -> Verdict {
+        Verdict::Dropped {
+            reason,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl fmt::Display for Verdict {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Verdict::NewConnection { listener, pair } => write!(
+                f,
+                "listener {} -> new data socket {pair}",
+                listen_endpoint(*listener)
+            ),
+            Verdict::DataSocket(pair) => write!(f, "data socket {pair}"),
+            Verdict::UdpSocket(ep) => write!(f, "udp socket {}", listen_endpoint(*ep)),
+            Verdict::NoSocketRst { syn: true } => write!(f, "no listener -> RST"),
+            Verdict::NoSocketRst { syn: false } => write!(f, "no connection -> RST"),
+            Verdict::StrayRst => write!(f, "RST for no connection -> ignored"),
+            Verdict::PortUnreachable => write!(f, "no udp socket -> ICMP port unreachable"),
+            Verdict::Icmp => write!(f, "icmp -> stack"),
+            Verdict::FragmentQueued => write!(f, "fragment -> reassembly"),
+            Verdict::Dropped { reason, detail } if detail.is_empty() => {
+                write!(f, "{} -> dropped", reason.name())
+            }
+            Verdict::Dropped { reason, detail } => {
+                write!(f, "{}: {detail} -> dropped", reason.name())
+            }
+        }
+    }
+}

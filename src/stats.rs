@@ -1,0 +1,123 @@
+//! Stack counters: packets and bytes each way, and every drop by its reason. Plain integers,
+//! bumped on the hot path, copied out for `tunstack ss` and the tests.
+
+use std::fmt;
+
+/// Why the stack dropped an inbound packet without handing it to a socket.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum DropReason {
+    /// etherparse could not parse the headers.
+    Malformed,
+    /// IP header or transport checksum wrong.
+    BadChecksum,
+    /// Destination is not one of the stack's addresses.
+    NotForUs,
+    /// Source is unspecified, multicast, broadcast or one of ours.
+    BadSource,
+    /// TTL / hop limit of zero.
+    TtlZero,
+    /// The listener's accept queue is full.
+    BacklogFull,
+    /// A half-open connection evicted to make room in a full SYN queue.
+    SynQueueEvicted,
+    /// The UDP socket's receive buffer had no room.
+    UdpBufferFull,
+    /// A protocol the stack does not speak.
+    UnknownProtocol,
+}
+
+impl DropReason {
+    /// All reasons, in display order.
+    pub const ALL: [DropReason; 9] = [
+        DropReason::Malformed,
+        DropReason::BadChecksum,
+        DropReason::NotForUs,
+        DropReason::BadSource,
+        DropReason::TtlZero,
+        DropReason::BacklogFull,
+        DropReason::SynQueueEvicted,
+        DropReason::UdpBufferFull,
+        DropReason::UnknownProtocol,
+    ];
+
+    /// Short name used in logs and the socket table.
+    pub fn name(self) -> &'static str {
+        match self {
+            DropReason::Malformed => "malformed",
+            DropReason::BadChecksum => "bad-checksum",
+            DropReason::NotForUs => "not-for-us",
+            DropReason::BadSource => "bad-source",
+            DropReason::TtlZero => "ttl-zero",
+            DropReason::BacklogFull => "backlog-full",
+            DropReason::SynQueueEvicted => "syn-queue-evicted",
+            DropReason::UdpBufferFull => "udp-buffer-full",
+            DropReason::UnknownProtocol => "unknown-protocol",
+        }
+    }
+}
+
+/// Counters of one stack since it started.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Stats {
+    /// Packets read from the device.
+    pub rx_packets: u64,
+    /// Bytes read from the device.
+    pub rx_bytes: u64,
+    /// Packets written to the device.
+    pub tx_packets: u64,
+    /// Bytes written to the device.
+    pub tx_bytes: u64,
+    /// TCP connections that completed the handshake.
+    pub tcp_established: u64,
+    /// TCP sockets removed after closing.
+    pub tcp_reaped: u64,
+    /// Segments answered with RST because no socket wanted them.
+    pub rst_sent: u64,
+    /// ICMP errors that aborted a connection attempt.
+    pub icmp_errors: u64,
+    /// Drops, indexed like [`DropReason::ALL`].
+    pub drops: [u64; 9],
+}
+
+impl Stats {
+    /// Counts one drop.
+    pub fn drop(&mut self, reason: DropReason) {
+        if let Some(slot) = DropReason::ALL.iter().position(|r| *r == reason) {
+            self.drops[slot] += 1;
+        }
+    }
+
+    /// How many packets were dropped for `reason`.
+    pub fn drops_for(&self, reason: DropReason) -> u64 {
+        DropReason::ALL
+            .iter()
+            .position(|r| *r == reason)
+            .map_or(0, |slot| self.drops[slot])
+    }
+
+    /// Total drops over all reasons.
+    pub fn total_drops(&self) -> u64 {
+        self.drops.iter().sum()
+    }
+}
+
+impl fmt::Display for Stats {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        writeln!(
+            f,
+            "packets in {} ({} bytes), out {} ({} bytes)",
+            self.rx_packets, self.rx_bytes, self.tx_packets, self.tx_bytes
+        )?;
+        writeln!(
+            f,
+            "tcp established {}, reaped {}, rst sent {}, icmp errors {}",
+            self.tcp_established, self.tcp_reaped, self.rst_sent, self.icmp_errors
+        )?;
+        write!(f, "drops:")?;
+        for (reason, count) in DropReason::ALL.iter().zip(self.drops) {
+            write!(f, " {}={count}", reason.name())?;
+        }
+        Ok(())
+    }
+}
