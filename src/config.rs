@@ -29,8 +29,9 @@ pub struct StackConfig {
     pub udp_packets: usize,
     /// Ports `connect()` and `bind(port 0)` pick from.
     pub ephemeral_ports: RangeInclusive<u16>,
-    /// Half-open connections a listener keeps per backlog slot (SYN queue = backlog × this).
-    pub syn_queue_factor: usize,
+    /// Half-open connections (SYN queue) a listener keeps, at least its backlog. When full,
+    /// the oldest is evicted so a SYN flood cannot lock real clients out.
+    pub syn_backlog: usize,
     /// A connection with unacknowledged data and no word from the peer for this long is aborted.
     pub tcp_timeout: Duration,
     /// An incomplete IP fragment train is dropped after this long.
@@ -48,7 +49,7 @@ impl Default for StackConfig {
             udp_buffer: 256 * 1024,
             udp_packets: 256,
             ephemeral_ports: 49152..=65535,
-            syn_queue_factor: 1,
+            syn_backlog: 256,
             tcp_timeout: Duration::from_secs(60),
             reassembly_timeout: Duration::from_secs(10),
             random_seed: 0x7475_6e73_7461_636b,

@@ -214,7 +214,7 @@ impl Inner {
                     format!("listener {}", pair.local.port),
                 );
             }
-            if listener.syn_queue.len() >= listener.backlog * self.config.syn_queue_factor.max(1) {
+            if listener.syn_queue.len() >= listener.backlog.max(self.config.syn_backlog) {
                 listener.syn_queue.front().copied()
             } else {
                 None

@@ -1,0 +1,261 @@
+//! Protocol tests on the in-memory link: handshake, echo, backlog, FIN/RST, UDP, reaping.
+
+mod sim;
+
+use sim::{CLIENT4, Pair, SERVER4, addr, client_config};
+use tunstack::smoltcp::time::Duration;
+use tunstack::stats::DropReason;
+use tunstack::{Error, StackConfig, TcpListener, TcpStream, UdpSocket};
+
+/// Writes everything in `data` and reads the echo back, driving the pair.
+fn echo_through(pair: &mut Pair, stream: &TcpStream, data: &[u8]) -> Vec<u8> {
+    let mut sent = 0;
+    let mut received = Vec::new();
+    let mut buf = vec![0; 4096];
+    pair.run_until("echo completes", 200_000, |_| {
+        if sent < data.len()
+            && let Ok(n) = stream.write(&data[sent..])
+        {
+            sent += n;
+        }
+        while let Ok(n) = stream.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            received.extend_from_slice(&buf[..n]);
+        }
+        received.len() >= data.len()
+    });
+    received
+}
+
+fn pseudo_random(len: usize, seed: u32) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 17;
+            x ^= x << 5;
+            x as u8
+        })
+        .collect()
+}
+
+#[test]
+fn handshake_and_echo_over_ipv4_and_ipv6() {
+    let mut pair = Pair::with_echo(16);
+    let mut streams = Vec::new();
+    for server in [SERVER4, "fd69::2"] {
+        let stream = TcpStream::connect(&pair.client.stack, addr(server, 7)).unwrap();
+        pair.run_until("connected", 1000, |_| stream.is_connected());
+        let data = pseudo_random(300_000, 7);
+        let echoed = echo_through(&mut pair, &stream, &data);
+        assert_eq!(echoed.len(), data.len());
+        assert!(echoed == data, "echo over {server} differs");
+        streams.push(stream);
+    }
+    assert_eq!(pair.echo.as_ref().unwrap().connections(), 2);
+}
+
+#[test]
+fn each_client_gets_its_own_data_socket_sharing_the_listener_port() {
+    let mut pair = Pair::with_echo(64);
+    let streams: Vec<TcpStream> = (0..20)
+        .map(|_| TcpStream::connect(&pair.client.stack, addr(SERVER4, 7)).unwrap())
+        .collect();
+    pair.run_until("all established on the server", 2000, |p| {
+        let table = p.server.stack.socket_table();
+        table.iter().filter(|r| r.state == "ESTABLISHED").count() == 20
+    });
+    let table = pair.server.stack.socket_table();
+    let data_sockets: Vec<_> = table.iter().filter(|r| r.state == "ESTABLISHED").collect();
+    assert_eq!(data_sockets.len(), 20);
+    assert!(
+        data_sockets.iter().all(|r| r.local == "192.168.69.2:7"),
+        "{table:?}"
+    );
+    let mut remotes: Vec<_> = data_sockets.iter().map(|r| r.remote.clone()).collect();
+    remotes.sort();
+    remotes.dedup();
+    assert_eq!(remotes.len(), 20, "socket pairs must be distinct");
+    for (i, stream) in streams.iter().enumerate() {
+        let data = pseudo_random(5000, i as u32 + 1);
+        assert!(
+            echo_through(&mut pair, stream, &data) == data,
+            "client {i} got other bytes"
+        );
+    }
+}
+
+#[test]
+fn full_backlog_drops_syns_and_the_client_gets_in_once_accepted() {
+    let mut pair = Pair::new(StackConfig::default(), client_config());
+    let listener = TcpListener::bind(&pair.server.stack, addr("0.0.0.0", 80), 1).unwrap();
+    let first = TcpStream::connect(&pair.client.stack, addr(SERVER4, 80)).unwrap();
+    pair.run_until("first connected", 1000, |_| first.is_connected());
+    let second = TcpStream::connect(&pair.client.stack, addr(SERVER4, 80)).unwrap();
+    pair.run_until("second SYN dropped", 1000, |p| {
+        p.server.stack.stats().drops_for(DropReason::BacklogFull) > 0
+    });
+    pair.settle(Duration::from_millis(500));
+    assert!(
+        !second.is_connected(),
+        "backlog 1 admitted a second connection"
+    );
+    assert_eq!(
+        pair.server.stack.stats().rst_sent,
+        0,
+        "a full backlog must not RST"
+    );
+    let (accepted, _) = listener.accept().unwrap();
+    assert_eq!(accepted.peer_addr(), first.local_addr());
+    // The client retransmits its SYN; now there is room.
+    let mut accepted2 = None;
+    pair.run_until("second accepted", 10_000, |_| {
+        accepted2 = listener.accept().ok();
+        accepted2.is_some()
+    });
+    assert_eq!(accepted2.unwrap().0.peer_addr(), second.local_addr());
+    assert!(second.is_connected());
+}
+
+#[test]
+fn closed_port_answers_rst_and_connect_reports_refused() {
+    let mut pair = Pair::new(StackConfig::default(), client_config());
+    let stream = TcpStream::connect(&pair.client.stack, addr(SERVER4, 9)).unwrap();
+    pair.run_until("refused", 1000, |_| stream.take_error().is_some());
+    assert!(matches!(
+        stream.take_error(),
+        Some(Error::ConnectionRefused)
+    ));
+    assert!(matches!(
+        stream.read(&mut [0; 8]),
+        Err(Error::ConnectionRefused)
+    ));
+    assert_eq!(pair.server.stack.stats().rst_sent, 1);
+}
+
+#[test]
+fn fin_from_client_closes_both_sides_and_everything_is_reaped() {
+    let mut pair = Pair::with_echo(16);
+    let baseline = pair.server.stack.socket_count();
+    let stream = TcpStream::connect(&pair.client.stack, addr(SERVER4, 7)).unwrap();
+    pair.run_until("connected", 1000, |_| stream.is_connected());
+    assert_eq!(echo_through(&mut pair, &stream, b"bye"), b"bye");
+    stream.shutdown_write();
+    let mut buf = [0u8; 16];
+    pair.run_until("server's FIN reaches the client", 1000, |_| {
+        matches!(stream.read(&mut buf), Ok(0))
+    });
+    drop(stream);
+    pair.settle(Duration::from_secs(30)); // past TIME-WAIT
+    assert_eq!(
+        pair.server.stack.socket_count(),
+        baseline,
+        "server leaked a socket"
+    );
+    assert_eq!(
+        pair.client.stack.socket_count(),
+        0,
+        "client leaked a socket"
+    );
+    assert_eq!(pair.server.stack.stats().tcp_reaped, 1);
+}
+
+#[test]
+fn thousands_of_connections_leave_nothing_behind() {
+    let mut pair = Pair::with_echo(64);
+    let baseline = pair.server.stack.socket_count();
+    for round in 0..20 {
+        let streams: Vec<TcpStream> = (0..100)
+            .map(|_| TcpStream::connect(&pair.client.stack, addr(SERVER4, 7)).unwrap())
+            .collect();
+        pair.run_until("batch connected", 5000, |_| {
+            streams.iter().all(|s| s.is_connected())
+        });
+        for s in &streams {
+            s.write(&[round as u8]).unwrap();
+        }
+        let mut buf = [0u8; 4];
+        let mut got = vec![false; streams.len()];
+        pair.run_until("batch echoed", 5000, |_| {
+            for (s, g) in streams.iter().zip(got.iter_mut()) {
+                if let Ok(1) = s.read(&mut buf) {
+                    assert_eq!(buf[0], round as u8);
+                    *g = true;
+                }
+            }
+            got.iter().all(|g| *g)
+        });
+        drop(streams);
+        pair.settle(Duration::from_secs(1));
+    }
+    pair.settle(Duration::from_secs(30));
+    assert_eq!(pair.server.stack.socket_count(), baseline);
+    assert_eq!(pair.client.stack.socket_count(), 0);
+    let stats = pair.server.stack.stats();
+    assert_eq!(stats.tcp_established, 2000);
+    assert_eq!(
+        stats.tcp_reaped,
+        stats.tcp_established + stats.drops_for(DropReason::SynQueueEvicted)
+    );
+}
+
+#[test]
+fn udp_send_to_and_recv_from_between_stacks() {
+    let mut pair = Pair::with_echo(4);
+    let client = UdpSocket::bind(&pair.client.stack, addr(CLIENT4, 0)).unwrap();
+    let local = client.local_addr();
+    assert!(local.port() >= 49152, "ephemeral port {local}");
+    for i in 0..10u8 {
+        client.send_to(&[i; 100], addr(SERVER4, 7)).unwrap();
+    }
+    let mut got = Vec::new();
+    let mut buf = [0u8; 2000];
+    pair.run_until("10 datagrams echoed", 1000, |_| {
+        while let Ok((n, from)) = client.recv_from(&mut buf) {
+            assert_eq!(from, addr(SERVER4, 7));
+            got.push(buf[..n].to_vec());
+        }
+        got.len() == 10
+    });
+    for (i, d) in got.iter().enumerate() {
+        assert_eq!(d, &vec![i as u8; 100]);
+    }
+}
+
+#[test]
+fn udp_to_a_closed_port_is_not_delivered_anywhere() {
+    let mut pair = Pair::with_echo(4);
+    let client = UdpSocket::bind(&pair.client.stack, addr(CLIENT4, 0)).unwrap();
+    client.send_to(b"x", addr(SERVER4, 9)).unwrap();
+    pair.settle(Duration::from_secs(1));
+    assert!(matches!(
+        client.recv_from(&mut [0; 8]),
+        Err(Error::WouldBlock)
+    ));
+    assert_eq!(
+        pair.server.stack.stats().tx_packets,
+        1,
+        "one ICMP port unreachable"
+    );
+}
+
+#[test]
+fn listener_and_udp_endpoints_cannot_be_bound_twice() {
+    let pair = Pair::new(StackConfig::default(), client_config());
+    let _a = TcpListener::bind(&pair.server.stack, addr("0.0.0.0", 80), 4).unwrap();
+    assert!(matches!(
+        TcpListener::bind(&pair.server.stack, addr(SERVER4, 80), 4),
+        Err(Error::AddrInUse(_))
+    ));
+    let _u = UdpSocket::bind(&pair.server.stack, addr(SERVER4, 53)).unwrap();
+    assert!(matches!(
+        UdpSocket::bind(&pair.server.stack, addr("0.0.0.0", 53)),
+        Err(Error::AddrInUse(_))
+    ));
+    assert!(matches!(
+        TcpListener::bind(&pair.server.stack, addr("10.0.0.1", 81), 4),
+        Err(Error::Unaddressable(_))
+    ));
+}
