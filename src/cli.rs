@@ -20,6 +20,29 @@ pub struct Cli {
 pub enum Command {
     /// Run TCP and UDP echo servers (RFC 862) on the stack; ping is answered too.
     Echo(EchoArgs),
+    /// An nc-like client inside the stack: stdin to the connection, the connection to
+    /// stdout. End of stdin sends FIN; exit status 0 when the peer closes cleanly, 1 on
+    /// refused / reset / unreachable / timeout.
+    Connect(ConnectArgs),
+}
+
+/// Options of `tunstack connect`.
+#[derive(Debug, Args)]
+pub struct ConnectArgs {
+    /// Stack options.
+    #[command(flatten)]
+    pub stack: StackArgs,
+    /// Use UDP: each chunk of stdin is one datagram (sendto), each answer goes to stdout.
+    #[arg(short = 'u', long)]
+    pub udp: bool,
+    /// TCP: give up when the peer is silent this long (connect or data). UDP: keep
+    /// printing answers this long after stdin ends.
+    #[arg(short = 'w', long, default_value_t = 10.0, value_name = "SECS")]
+    pub wait: f64,
+    /// Host-side address to connect to, e.g. 192.168.69.1 or fd69::1.
+    pub host: std::net::IpAddr,
+    /// Port to connect to.
+    pub port: u16,
 }
 
 /// Options shared by every command that runs a stack.

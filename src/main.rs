@@ -3,13 +3,16 @@
 mod cli;
 
 use clap::Parser;
-use cli::{Cli, Command, EchoArgs, StackArgs};
+use cli::{Cli, Command, ConnectArgs, EchoArgs, StackArgs};
+use std::io::stdout;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::process::ExitCode;
-use tunstack::app::EchoServer;
+use tunstack::app::{ConnectClient, EchoServer, connect::CHUNK};
 use tunstack::phy::TunDevice;
+use tunstack::phy::wait::read_fd;
 use tunstack::runtime::{self, App};
-use tunstack::smoltcp::time::Instant;
+use tunstack::smoltcp::time::{Duration, Instant};
 use tunstack::{SocketId, Stack, StackConfig};
 
 fn main() -> ExitCode {
@@ -17,6 +20,7 @@ fn main() -> ExitCode {
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {
         Command::Echo(args) => run_echo(args),
+        Command::Connect(args) => run_connect(args),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
@@ -36,9 +40,17 @@ fn open(args: &StackArgs) -> tunstack::Result<(TunDevice, Stack)> {
         config.addresses = args.addrs.clone();
     }
     config.tcp_buffer = args.tcp_buffer;
+    config.random_seed = os_random_seed();
     config.mtu = smoltcp::phy::Device::capabilities(&device).max_transmission_unit;
     let stack = Stack::new(config, &mut device, Instant::ZERO);
     Ok((device, stack))
+}
+
+/// A seed from the OS (std's hasher keys come from getrandom), so ISNs and ephemeral
+/// ports differ between runs.
+fn os_random_seed() -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(std::process::id())
 }
 
 fn run_echo(args: EchoArgs) -> tunstack::Result<i32> {
@@ -53,5 +65,65 @@ struct EchoApp(EchoServer);
 impl App for EchoApp {
     fn on_ready(&mut self, _stack: &Stack, ready: &[SocketId]) {
         self.0.on_ready(ready);
+    }
+}
+
+fn run_connect(args: ConnectArgs) -> tunstack::Result<i32> {
+    let (mut device, stack) = open(&args.stack)?;
+    let remote = SocketAddr::new(args.host, args.port);
+    let wait = std::time::Duration::from_secs_f64(args.wait.max(0.0));
+    let output = Box::new(stdout());
+    let client = if args.udp {
+        ConnectClient::udp(&stack, remote, output, wait)?
+    } else {
+        let client = ConnectClient::tcp(&stack, remote, output)?;
+        client.set_timeout(Duration::from_micros(wait.as_micros() as u64));
+        client
+    };
+    let mut app = ConnectApp {
+        client,
+        buf: vec![0; CHUNK],
+    };
+    runtime::run(&stack, &mut device, &mut app)
+}
+
+/// Feeds stdin to the client, only while it can take more (back-pressure).
+struct ConnectApp {
+    client: ConnectClient,
+    buf: Vec<u8>,
+}
+
+impl App for ConnectApp {
+    fn on_ready(&mut self, _stack: &Stack, _ready: &[SocketId]) {
+        self.client.pump();
+    }
+
+    fn fds(&self) -> Vec<RawFd> {
+        if self.client.wants_input() {
+            vec![std::io::stdin().as_fd().as_raw_fd()]
+        } else {
+            Vec::new()
+        }
+    }
+
+    fn on_fd(&mut self, _stack: &Stack, _fd: RawFd) {
+        let stdin = std::io::stdin();
+        match read_fd(stdin.as_fd(), &mut self.buf) {
+            Ok(n) => self.client.push_input(&self.buf[..n]),
+            Err(err) => {
+                log::warn!("connect: reading stdin failed: {err}");
+                self.client.push_input(&[]);
+            }
+        }
+    }
+
+    fn finished(&self) -> Option<i32> {
+        self.client.exit_code()
+    }
+
+    fn timeout(&self) -> Option<Duration> {
+        self.client
+            .linger_left()
+            .map(|d| Duration::from_micros(d.as_micros() as u64 + 1))
     }
 }

@@ -30,6 +30,10 @@ pub trait App {
     fn finished(&self) -> Option<i32> {
         None
     }
+    /// Wake up after this long even if nothing happens (an app's own deadline).
+    fn timeout(&self) -> Option<Duration> {
+        None
+    }
 }
 
 /// A device the loop can wait on: its fd, and a way to report it broke.
@@ -90,7 +94,7 @@ pub fn run<D: WaitableDevice>(stack: &Stack, device: &mut D, app: &mut dyn App) 
             log::info!("tunstack: shut down");
             return Ok(0);
         }
-        let mut delay = stack.poll_delay(now);
+        let mut delay = min_delay(stack.poll_delay(now), app.timeout());
         if let Some(deadline) = shutdown_deadline {
             let left = if deadline > now {
                 deadline - now
@@ -111,6 +115,13 @@ pub fn run<D: WaitableDevice>(stack: &Stack, device: &mut D, app: &mut dyn App) 
         for (fd, _) in fds.iter().zip(&readable).skip(2).filter(|(_, r)| **r) {
             app.on_fd(stack, *fd);
         }
+    }
+}
+
+fn min_delay(a: Option<Duration>, b: Option<Duration>) -> Option<Duration> {
+    match (a, b) {
+        (Some(a), Some(b)) => Some(a.min(b)),
+        (a, b) => a.or(b),
     }
 }
 

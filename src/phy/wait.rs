@@ -3,7 +3,7 @@
 
 use smoltcp::time::Duration;
 use std::io;
-use std::os::fd::RawFd;
+use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 
 /// Waits until one of `fds` is readable or `timeout` passes (`None`: no timeout).
 /// Returns which fds are readable; all false on timeout or on a signal (EINTR).
@@ -47,6 +47,17 @@ pub fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
             ms.min(libc::c_int::MAX as u64) as libc::c_int
         }
     }
+}
+
+/// Reads what is available on `fd` (one read(2); call after [`wait_readable`] said so).
+/// `Ok(0)` is end of file.
+pub fn read_fd(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<usize> {
+    // SAFETY: `buf` is valid for writes of `buf.len()` bytes and `fd` is open for the call.
+    let n = unsafe { libc::read(fd.as_raw_fd(), buf.as_mut_ptr().cast(), buf.len()) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
 }
 
 #[cfg(test)]

@@ -238,6 +238,15 @@ impl TcpStream {
         });
     }
 
+    /// Aborts the connection (or the attempt) when the peer stays silent this long with
+    /// data or a SYN outstanding; the stack's default is `StackConfig::tcp_timeout`.
+    pub fn set_timeout(&self, timeout: smoltcp::time::Duration) {
+        self.with_socket(|socket, _| {
+            socket.set_timeout(Some(timeout));
+            ((), false)
+        });
+    }
+
     /// True once the handshake completed (and until the connection is gone).
     pub fn is_connected(&self) -> bool {
         self.with_socket(|socket, _| (synchronized(socket.state()), false))
