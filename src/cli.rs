@@ -24,6 +24,17 @@ pub enum Command {
     /// stdout. End of stdin sends FIN; exit status 0 when the peer closes cleanly, 1 on
     /// refused / reset / unreachable / timeout.
     Connect(ConnectArgs),
+    /// Show the sockets of the stack running on a TUN (like `ss -tuan`): the listener, each
+    /// data socket with its state and socket pair, queues, and the stack's counters.
+    Ss(SsArgs),
+}
+
+/// Options of `tunstack ss`.
+#[derive(Debug, Args)]
+pub struct SsArgs {
+    /// TUN device of the running stack to ask.
+    #[arg(long, default_value = "tun0")]
+    pub tun: String,
 }
 
 /// Options of `tunstack connect`.
@@ -60,6 +71,18 @@ pub struct StackArgs {
     /// Receive and send buffer of each TCP connection, in bytes.
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
     pub tcp_buffer: usize,
+    /// Fault injection: drop this percentage of packets each way.
+    #[arg(long = "drop", default_value_t = 0, value_name = "PCT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub drop_pct: u8,
+    /// Fault injection: flip one bit in this percentage of packets each way.
+    #[arg(long = "corrupt", default_value_t = 0, value_name = "PCT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub corrupt_pct: u8,
+    /// Fault injection: deliver this percentage of inbound packets twice.
+    #[arg(long = "duplicate", default_value_t = 0, value_name = "PCT", value_parser = clap::value_parser!(u8).range(0..=100))]
+    pub duplicate_pct: u8,
+    /// Seed for fault injection, so a run can be repeated exactly.
+    #[arg(long, default_value_t = 1)]
+    pub seed: u64,
 }
 
 /// Options of `tunstack echo`.

@@ -13,6 +13,7 @@
 
 pub mod app;
 pub mod config;
+pub mod control;
 pub mod error;
 pub mod flow;
 pub mod packet;

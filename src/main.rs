@@ -9,8 +9,10 @@ use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::process::ExitCode;
 use tunstack::app::{ConnectClient, EchoServer, connect::CHUNK};
+use tunstack::control::{self, ControlServer};
 use tunstack::phy::TunDevice;
 use tunstack::phy::wait::read_fd;
+use tunstack::phy::{FaultConfig, FaultyDevice};
 use tunstack::runtime::{self, App};
 use tunstack::smoltcp::time::{Duration, Instant};
 use tunstack::{SocketId, Stack, StackConfig};
@@ -21,6 +23,10 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Echo(args) => run_echo(args),
         Command::Connect(args) => run_connect(args),
+        Command::Ss(args) => control::query(&args.tun).map(|text| {
+            print!("{text}");
+            0
+        }),
     };
     match result {
         Ok(0) => ExitCode::SUCCESS,
@@ -53,11 +59,43 @@ fn os_random_seed() -> u64 {
     std::collections::hash_map::RandomState::new().hash_one(std::process::id())
 }
 
+/// Runs `app` on the stack, through the fault injector when faults are asked for, with
+/// the control socket for `tunstack ss`.
+fn serve(
+    args: &StackArgs,
+    device: TunDevice,
+    stack: &Stack,
+    app: &mut dyn App,
+) -> tunstack::Result<i32> {
+    let control = ControlServer::bind(&args.tun)
+        .inspect_err(|err| log::warn!("tunstack ss will not work: {err}"))
+        .ok();
+    let faults = FaultConfig {
+        drop_pct: args.drop_pct,
+        corrupt_pct: args.corrupt_pct,
+        duplicate_pct: args.duplicate_pct,
+        seed: args.seed,
+    };
+    if faults.is_none() {
+        let mut device = device;
+        return runtime::run(stack, &mut device, app, control.as_ref());
+    }
+    log::info!(
+        "faults: drop {}%, corrupt {}%, duplicate {}%, seed {}",
+        faults.drop_pct,
+        faults.corrupt_pct,
+        faults.duplicate_pct,
+        faults.seed
+    );
+    let mut device = FaultyDevice::new(device, faults);
+    runtime::run(stack, &mut device, app, control.as_ref())
+}
+
 fn run_echo(args: EchoArgs) -> tunstack::Result<i32> {
-    let (mut device, stack) = open(&args.stack)?;
+    let (device, stack) = open(&args.stack)?;
     let addr = SocketAddr::new(IpAddr::V6(Ipv6Addr::UNSPECIFIED), args.port);
     let mut echo = EchoApp(EchoServer::bind(&stack, addr, args.backlog)?);
-    runtime::run(&stack, &mut device, &mut echo)
+    serve(&args.stack, device, &stack, &mut echo)
 }
 
 struct EchoApp(EchoServer);
@@ -69,7 +107,7 @@ impl App for EchoApp {
 }
 
 fn run_connect(args: ConnectArgs) -> tunstack::Result<i32> {
-    let (mut device, stack) = open(&args.stack)?;
+    let (device, stack) = open(&args.stack)?;
     let remote = SocketAddr::new(args.host, args.port);
     let wait = std::time::Duration::from_secs_f64(args.wait.max(0.0));
     let output = Box::new(stdout());
@@ -84,7 +122,7 @@ fn run_connect(args: ConnectArgs) -> tunstack::Result<i32> {
         client,
         buf: vec![0; CHUNK],
     };
-    runtime::run(&stack, &mut device, &mut app)
+    serve(&args.stack, device, &stack, &mut app)
 }
 
 /// Feeds stdin to the client, only while it can take more (back-pressure).

@@ -2,6 +2,7 @@
 //! on the TUN fd (plus the signal pipe and any fds the app adds) until a packet, a signal or
 //! the stack's next timer. SIGINT/SIGTERM close every connection with FIN, then exit.
 
+use crate::control::{ControlServer, report};
 use crate::error::{Error, Result};
 use crate::flow::SocketId;
 use crate::phy::TunDevice;
@@ -42,6 +43,10 @@ pub trait WaitableDevice: Device {
     fn fd(&self) -> RawFd;
     /// A fatal device error, if one happened.
     fn take_error(&mut self) -> Option<Error>;
+    /// Lines about the device for the `tunstack ss` report (e.g. injected faults).
+    fn report(&self) -> Option<String> {
+        None
+    }
 }
 
 impl WaitableDevice for TunDevice {
@@ -67,8 +72,14 @@ impl Clock {
     }
 }
 
-/// Runs `app` on `stack` until it finishes or a signal asks to stop. Returns the exit code.
-pub fn run<D: WaitableDevice>(stack: &Stack, device: &mut D, app: &mut dyn App) -> Result<i32> {
+/// Runs `app` on `stack` until it finishes or a signal asks to stop; answers `tunstack ss`
+/// on `control` meanwhile. Returns the exit code.
+pub fn run<D: WaitableDevice>(
+    stack: &Stack,
+    device: &mut D,
+    app: &mut dyn App,
+    control: Option<&ControlServer>,
+) -> Result<i32> {
     let signals = SignalPipe::install()?;
     let clock = Clock::start();
     let mut ready = Vec::new();
@@ -103,7 +114,8 @@ pub fn run<D: WaitableDevice>(stack: &Stack, device: &mut D, app: &mut dyn App) 
             };
             delay = Some(delay.map_or(left, |d| d.min(left)));
         }
-        let mut fds = vec![device.fd(), signals.fd()];
+        let control_fd = control.map_or(-1, ControlServer::fd);
+        let mut fds = vec![device.fd(), signals.fd(), control_fd];
         fds.extend(app.fds());
         let readable =
             wait_readable(&fds, delay).map_err(|e| Error::Device(format!("poll failed: {e}")))?;
@@ -112,7 +124,17 @@ pub fn run<D: WaitableDevice>(stack: &Stack, device: &mut D, app: &mut dyn App) 
             stack.close_all();
             shutdown_deadline = Some(clock.now() + SHUTDOWN_GRACE);
         }
-        for (fd, _) in fds.iter().zip(&readable).skip(2).filter(|(_, r)| **r) {
+        if readable[2]
+            && let Some(control) = control
+        {
+            let mut text = report(stack);
+            if let Some(extra) = device.report() {
+                text.push_str(&extra);
+                text.push('\n');
+            }
+            control.serve(&text);
+        }
+        for (fd, _) in fds.iter().zip(&readable).skip(3).filter(|(_, r)| **r) {
             app.on_fd(stack, *fd);
         }
     }
