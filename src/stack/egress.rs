@@ -3,11 +3,11 @@
 //! next deadline goes into the timer queue, SYN-queue sockets that completed the handshake
 //! move to the accept queue, and closed sockets nobody holds are reaped.
 
-use super::ingress::TapTx;
-use super::{EntryKind, ErrorCause, Inner, Meter, Phase};
+use super::device::Tap;
+use super::{EntryKind, ErrorCause, Inner, Phase};
 use crate::flow::SocketId;
 use smoltcp::iface::PollResult;
-use smoltcp::phy::{Device, DeviceCapabilities};
+use smoltcp::phy::Device;
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 use std::cmp::Reverse;
@@ -221,40 +221,5 @@ impl Inner {
                 None => true,
             },
         )
-    }
-}
-
-/// The real device as the interface sees it during egress: transmit only, and every packet
-/// goes through the meter (counters, trace, pcap).
-struct Tap<'d, 'm, D> {
-    device: &'d mut D,
-    meter: &'m mut Meter,
-}
-
-impl<D: Device> Device for Tap<'_, '_, D> {
-    type RxToken<'a>
-        = D::RxToken<'a>
-    where
-        Self: 'a;
-    type TxToken<'a>
-        = TapTx<'a, D::TxToken<'a>>
-    where
-        Self: 'a;
-
-    fn receive(&mut self, _now: Instant) -> Option<(Self::RxToken<'_>, Self::TxToken<'_>)> {
-        None
-    }
-
-    fn transmit(&mut self, now: Instant) -> Option<Self::TxToken<'_>> {
-        let inner = self.device.transmit(now)?;
-        Some(TapTx {
-            inner,
-            meter: self.meter,
-            now,
-        })
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        self.device.capabilities()
     }
 }

@@ -2,7 +2,8 @@
 //! table (which socket, or why not), and handed to the interface together with a socket set
 //! that holds only that one socket — so the interface's linear scan is over one item.
 
-use super::{EntryKind, ErrorCause, Inner, Meter, Phase, TcpEntry, Verdict};
+use super::device::{OnePacket, TapTx};
+use super::{EntryKind, ErrorCause, Inner, Phase, TcpEntry, Verdict};
 use crate::flow::{SocketId, SocketPair};
 use crate::packet::{PacketInfo, QuotedFlow, TcpFlags, Transport, classify};
 use crate::stats::DropReason;
@@ -424,63 +425,5 @@ fn pair_of(info: &PacketInfo, src_port: u16, dst_port: u16) -> SocketPair {
     SocketPair {
         local: IpEndpoint::new(info.dst, dst_port),
         remote: IpEndpoint::new(info.src, src_port),
-    }
-}
-
-/// A device that yields exactly one packet, already read, and the transmit token it came
-/// with (for the interface's immediate replies: RST, ICMP echo reply, port unreachable).
-struct OnePacket<'p, T> {
-    packet: &'p [u8],
-    tx: Option<T>,
-    caps: DeviceCapabilities,
-}
-
-struct PacketRx<'p>(&'p [u8]);
-
-impl phy::RxToken for PacketRx<'_> {
-    fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
-        f(self.0)
-    }
-}
-
-impl<'p, T: phy::TxToken> Device for OnePacket<'p, T> {
-    type RxToken<'a>
-        = PacketRx<'p>
-    where
-        Self: 'a;
-    type TxToken<'a>
-        = T
-    where
-        Self: 'a;
-
-    fn receive(&mut self, _now: Instant) -> Option<(PacketRx<'p>, T)> {
-        let tx = self.tx.take()?;
-        Some((PacketRx(self.packet), tx))
-    }
-
-    fn transmit(&mut self, _now: Instant) -> Option<T> {
-        None
-    }
-
-    fn capabilities(&self) -> DeviceCapabilities {
-        self.caps.clone()
-    }
-}
-
-/// A transmit token that counts (and shows the observer) what it sends.
-pub(super) struct TapTx<'m, T> {
-    pub inner: T,
-    pub meter: &'m mut Meter,
-    pub now: Instant,
-}
-
-impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
-    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let TapTx { inner, meter, now } = self;
-        inner.consume(len, |buf| {
-            let result = f(buf);
-            meter.outbound(now, buf);
-            result
-        })
     }
 }

@@ -2,6 +2,7 @@
 //! the ready list. It reads no clock and owns no device: every call takes `now`, and
 //! [`Stack::poll`] borrows the device, like smoltcp's own `Interface::poll`.
 
+mod device;
 mod egress;
 mod entry;
 mod ingress;
