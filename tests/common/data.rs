@@ -16,7 +16,9 @@ pub struct TempDir {
 
 impl TempDir {
     pub fn new(test: &str) -> TempDir {
-        let nanos = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.subsec_nanos());
+        let nanos = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.subsec_nanos());
         let n = TEMP_COUNTER.fetch_add(1, Ordering::SeqCst);
         let name = format!("tunstack-{test}-{}-{n}-{nanos}", std::process::id());
         let path = std::env::temp_dir().join(name);

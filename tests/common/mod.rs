@@ -13,6 +13,7 @@ pub use data::{TempDir, assert_same_bytes};
 pub use stack::{Capture, Stack};
 
 use std::fmt::Write as _;
+use std::io::Write as _;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -33,8 +34,9 @@ pub const TUN: &str = "tun0";
 pub const READY_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Tools the TUN tests drive; a missing one is a skip (a failure with CI=true).
-pub const TOOLS: &[&str] =
-    &["ip", "ping", "nc", "socat", "ss", "tcpdump", "timeout", "setpriv", "kill"];
+pub const TOOLS: &[&str] = &[
+    "ip", "ping", "nc", "socat", "ss", "tcpdump", "timeout", "setpriv", "kill",
+];
 
 /// Path of a file in the repository.
 pub fn repo_path(relative: &str) -> PathBuf {
@@ -67,14 +69,19 @@ fn effective_uid() -> Option<u32> {
 
 /// Reports a test that cannot run here. Returns false so callers can `return`.
 /// With CI=true a skip is a failure: the suite must really run in CI.
+/// The notice goes straight to stderr, past libtest's output capture, so it is seen.
 pub fn skip(test: &str, reason: &str) -> bool {
+    let test = thread::current()
+        .name()
+        .map_or_else(|| test.to_string(), String::from);
     if std::env::var("CI").is_ok_and(|ci| ci == "true") {
         panic!("{test}: cannot run: {reason} (CI=true, so a skipped test is a failure)");
     }
-    eprintln!();
-    eprintln!("!!!!!!!! SKIPPED {test}: {reason}");
-    eprintln!("!!!!!!!! run the suite with scripts/test.sh (as root or with sudo) to include it");
-    eprintln!();
+    let notice = format!(
+        "\n!!!!!!!! SKIPPED {test}: {reason}\n\
+         !!!!!!!! run the suite with scripts/test.sh (as root, or with sudo) to include it\n\n"
+    );
+    let _ = std::io::stderr().write_all(notice.as_bytes());
     false
 }
 
@@ -89,7 +96,11 @@ pub fn require_root(test: &str) -> bool {
     if !Path::new("/dev/net/tun").exists() {
         return skip(test, "/dev/net/tun does not exist (no TUN support here)");
     }
-    let missing: Vec<&str> = TOOLS.iter().copied().filter(|t| find_program(t).is_none()).collect();
+    let missing: Vec<&str> = TOOLS
+        .iter()
+        .copied()
+        .filter(|t| find_program(t).is_none())
+        .collect();
     if !missing.is_empty() {
         let reason = format!(
             "missing tools: {} (apt-get install iproute2 iputils-ping netcat-openbsd \
@@ -99,6 +110,18 @@ pub fn require_root(test: &str) -> bool {
         return skip(test, &reason);
     }
     true
+}
+
+/// A namespace with tun0 and a ready `tunstack echo stack_args` on it, or None when
+/// the test must be skipped (see `require_root`). Drop the stack before the namespace
+/// (declare the namespace first).
+pub fn start_stack(test: &str, stack_args: &[&str]) -> Option<(Netns, Stack)> {
+    if !require_root(test) {
+        return None;
+    }
+    let netns = Netns::new(test);
+    let stack = Stack::start(&netns, stack_args);
+    Some((netns, stack))
 }
 
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
@@ -126,7 +149,12 @@ pub fn describe(output: &Output) -> String {
     let _ = writeln!(text, "status: {status}");
     for (name, bytes) in [("stdout", &output.stdout), ("stderr", &output.stderr)] {
         let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(4000)]);
-        let _ = writeln!(text, "{name} ({} bytes):\n{}", bytes.len(), shown.trim_end());
+        let _ = writeln!(
+            text,
+            "{name} ({} bytes):\n{}",
+            bytes.len(),
+            shown.trim_end()
+        );
     }
     text
 }
@@ -171,10 +199,18 @@ impl Netns {
             .args(["netns", "add", &name])
             .output()
             .expect("cannot run `ip` (install iproute2)");
-        assert!(output.status.success(), "ip netns add {name} failed:\n{}", describe(&output));
+        assert!(
+            output.status.success(),
+            "ip netns add {name} failed:\n{}",
+            describe(&output)
+        );
         let netns = Netns { name };
         let output = netns.run(Duration::from_secs(5), "ip", &["link", "set", "lo", "up"]);
-        assert!(output.status.success(), "setting lo up failed:\n{}", describe(&output));
+        assert!(
+            output.status.success(),
+            "setting lo up failed:\n{}",
+            describe(&output)
+        );
         netns
     }
 
@@ -186,7 +222,9 @@ impl Netns {
     /// the test stops itself (Drop kills whatever is left).
     pub fn command(&self, program: &str, args: &[&str]) -> Command {
         let mut command = Command::new(resolve("ip"));
-        command.args(["netns", "exec", &self.name, &resolve(program)]).args(args);
+        command
+            .args(["netns", "exec", &self.name, &resolve(program)])
+            .args(args);
         command.stdin(Stdio::null());
         command
     }
@@ -228,7 +266,12 @@ impl Netns {
         Command::new(resolve("ip"))
             .args(["netns", "pids", &self.name])
             .output()
-            .map(|out| String::from_utf8_lossy(&out.stdout).split_whitespace().map(String::from).collect())
+            .map(|out| {
+                String::from_utf8_lossy(&out.stdout)
+                    .split_whitespace()
+                    .map(String::from)
+                    .collect()
+            })
             .unwrap_or_default()
     }
 }
@@ -243,11 +286,21 @@ impl Drop for Netns {
             pids.is_empty()
         });
         if !gone {
-            eprintln!("warning: processes still running in namespace {}", self.name);
+            eprintln!(
+                "warning: processes still running in namespace {}",
+                self.name
+            );
         }
-        match Command::new(resolve("ip")).args(["netns", "delete", &self.name]).output() {
+        match Command::new(resolve("ip"))
+            .args(["netns", "delete", &self.name])
+            .output()
+        {
             Ok(out) if out.status.success() => {}
-            Ok(out) => eprintln!("warning: ip netns delete {} failed:\n{}", self.name, describe(&out)),
+            Ok(out) => eprintln!(
+                "warning: ip netns delete {} failed:\n{}",
+                self.name,
+                describe(&out)
+            ),
             Err(e) => eprintln!("warning: cannot run ip netns delete {}: {e}", self.name),
         }
     }

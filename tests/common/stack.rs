@@ -53,12 +53,20 @@ fn read_lines(stderr: ChildStderr, shared: Arc<SharedLog>) {
 impl Watched {
     fn spawn(what: &str, mut command: Command) -> Watched {
         command.stdout(Stdio::null()).stderr(Stdio::piped());
-        let mut child = command.spawn().unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+        let mut child = command
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
         let stderr = child.stderr.take().expect("stderr is piped");
         let log = Arc::new(SharedLog::default());
         let shared = Arc::clone(&log);
         let reader = thread::spawn(move || read_lines(stderr, shared));
-        Watched { what: what.to_string(), child, log, reader: Some(reader), status: None }
+        Watched {
+            what: what.to_string(),
+            child,
+            log,
+            reader: Some(reader),
+            status: None,
+        }
     }
 
     /// Waits until a stderr line contains `needle`; Err says why not (exit or timeout).
@@ -70,20 +78,35 @@ impl Watched {
                 return Ok(line.clone());
             }
             if log.closed {
-                return Err(format!("{} closed stderr (exited?) before logging {needle:?}", self.what));
+                return Err(format!(
+                    "{} closed stderr (exited?) before logging {needle:?}",
+                    self.what
+                ));
             }
             let now = Instant::now();
             if now >= deadline {
-                return Err(format!("{} did not log {needle:?} within {timeout:?}", self.what));
+                return Err(format!(
+                    "{} did not log {needle:?} within {timeout:?}",
+                    self.what
+                ));
             }
-            log = self.log.changed.wait_timeout(log, deadline - now).unwrap().0;
+            log = self
+                .log
+                .changed
+                .wait_timeout(log, deadline - now)
+                .unwrap()
+                .0;
         }
     }
 
     /// Waits until stderr is closed (the process exited); false on timeout.
     fn wait_closed(&self, timeout: Duration) -> bool {
         let log = self.log.log.lock().unwrap();
-        let (log, _) = self.log.changed.wait_timeout_while(log, timeout, |log| !log.closed).unwrap();
+        let (log, _) = self
+            .log
+            .changed
+            .wait_timeout_while(log, timeout, |log| !log.closed)
+            .unwrap();
         log.closed
     }
 
@@ -97,7 +120,11 @@ impl Watched {
             .args(["-s", signal, &pid])
             .output()
             .unwrap_or_else(|e| panic!("cannot run kill: {e}"));
-        assert!(output.status.success(), "kill -s {signal} {pid} failed:\n{}", describe(&output));
+        assert!(
+            output.status.success(),
+            "kill -s {signal} {pid} failed:\n{}",
+            describe(&output)
+        );
     }
 
     /// Waits (at most `timeout`) for the process to exit; None if it is still running.
@@ -105,9 +132,7 @@ impl Watched {
         if self.status.is_some() {
             return self.status;
         }
-        // Exit closes stderr: block on that first, then reap (zombie shortly after).
         let deadline = Instant::now() + timeout;
-        self.wait_closed(timeout);
         self.status = loop {
             match self.child.try_wait() {
                 Ok(Some(status)) => break Some(status),
@@ -116,11 +141,19 @@ impl Watched {
             }
         };
         if self.status.is_some() {
+            self.join_reader();
+        }
+        self.status
+    }
+
+    /// Collects the last stderr lines. A process that left children holding its stderr
+    /// open would block the reader forever: then leave the thread behind, don't hang.
+    fn join_reader(&mut self) {
+        if self.wait_closed(Duration::from_secs(1)) {
             if let Some(reader) = self.reader.take() {
                 let _ = reader.join();
             }
         }
-        self.status
     }
 }
 
@@ -130,11 +163,13 @@ impl Drop for Watched {
             let _ = self.child.kill();
             self.status = self.child.wait().ok();
         }
-        if let Some(reader) = self.reader.take() {
-            let _ = reader.join();
-        }
+        self.join_reader();
         if thread::panicking() {
-            eprintln!("---- stderr of {} ----\n{}\n---- end ----", self.what, self.stderr());
+            eprintln!(
+                "---- stderr of {} ----\n{}\n---- end ----",
+                self.what,
+                self.stderr()
+            );
         }
     }
 }
@@ -154,7 +189,10 @@ impl Stack {
     pub fn start(netns: &Netns, args: &[&str]) -> Stack {
         let stack = Stack::spawn(netns, args);
         if let Err(reason) = stack.wait_for_line("listening on", READY_TIMEOUT) {
-            panic!("the stack did not become ready: {reason}\nits stderr:\n{}", stack.stderr());
+            panic!(
+                "the stack did not become ready: {reason}\nits stderr:\n{}",
+                stack.stderr()
+            );
         }
         stack
     }
@@ -171,7 +209,9 @@ impl Stack {
         if std::env::var_os("RUST_LOG").is_none() {
             command.env("RUST_LOG", "info");
         }
-        Stack { process: Watched::spawn("tunstack", command) }
+        Stack {
+            process: Watched::spawn("tunstack", command),
+        }
     }
 
     pub fn wait_for_line(&self, needle: &str, timeout: Duration) -> Result<String, String> {
@@ -181,6 +221,15 @@ impl Stack {
     /// Everything the stack wrote to stderr so far.
     pub fn stderr(&self) -> String {
         self.process.stderr()
+    }
+
+    /// Panics if the stack's stderr shows a panic.
+    pub fn assert_no_panic(&self) {
+        let stderr = self.stderr();
+        assert!(
+            !stderr.contains("panicked"),
+            "the stack panicked:\n{stderr}"
+        );
     }
 
     /// Sends a signal by name ("TERM", "INT").
@@ -203,19 +252,55 @@ impl Capture {
     /// Starts capturing on `interface` into `file`; returns once tcpdump is listening.
     pub fn start(netns: &Netns, interface: &str, file: &Path) -> Capture {
         let file_arg = file.to_str().expect("capture path is UTF-8");
-        let command = netns.command("tcpdump", &["-i", interface, "-n", "-U", "-Z", "root", "-w", file_arg]);
-        let capture = Capture { process: Watched::spawn("tcpdump", command), file: file.into() };
-        if let Err(reason) = capture.process.wait_for_line("listening on", Duration::from_secs(10)) {
-            panic!("tcpdump did not start: {reason}\n{}", capture.process.stderr());
+        let command = netns.command(
+            "tcpdump",
+            &[
+                "-i",
+                interface,
+                "-n",
+                "--immediate-mode",
+                "-U",
+                "-Z",
+                "root",
+                "-w",
+                file_arg,
+            ],
+        );
+        let capture = Capture {
+            process: Watched::spawn("tcpdump", command),
+            file: file.into(),
+        };
+        if let Err(reason) = capture
+            .process
+            .wait_for_line("listening on", Duration::from_secs(10))
+        {
+            panic!(
+                "tcpdump did not start: {reason}\n{}",
+                capture.process.stderr()
+            );
         }
         capture
+    }
+
+    /// Waits (bounded) until packets matching `filter` have been written to the file,
+    /// and returns them; empty if none arrived within `timeout`.
+    pub fn wait_for(&self, netns: &Netns, filter: &str, timeout: Duration) -> Vec<String> {
+        let mut packets = Vec::new();
+        super::poll_until(timeout, || {
+            packets = Capture::read(netns, &self.file, filter);
+            !packets.is_empty()
+        });
+        packets
     }
 
     /// Stops the capture (SIGINT flushes the file) and returns it.
     pub fn stop(mut self) -> PathBuf {
         self.process.signal("INT");
         if self.process.wait_exit(Duration::from_secs(5)).is_none() {
-            panic!("tcpdump did not exit after SIGINT:\n{}", self.process.stderr());
+            panic!(
+                "tcpdump did not exit after SIGINT:\n{}",
+                self.process.stderr()
+            );
         }
         self.file.clone()
     }
@@ -223,7 +308,14 @@ impl Capture {
     /// Packets in a finished capture matching a tcpdump `filter`, one summary per line.
     pub fn read(netns: &Netns, file: &Path, filter: &str) -> Vec<String> {
         let file_arg = file.to_str().expect("capture path is UTF-8");
-        let output = netns.run_ok(Duration::from_secs(20), "tcpdump", &["-r", file_arg, "-nn", filter]);
-        String::from_utf8_lossy(&output.stdout).lines().map(String::from).collect()
+        let output = netns.run_ok(
+            Duration::from_secs(20),
+            "tcpdump",
+            &["-r", file_arg, "-nn", filter],
+        );
+        String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(String::from)
+            .collect()
     }
 }
