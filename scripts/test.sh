@@ -80,25 +80,37 @@ for arg in "$@"; do
     esac
 done
 
-if $picks_targets; then
-    echo "$PROG: cargo test $*"
-    cargo test "$@" || die "cargo test $* failed (see above)"
-    exit 0
-fi
+# Report every failing test binary, not just the first one.
+fail_fast=(--no-fail-fast)
+for arg in "$@"; do
+    case "$arg" in
+        --) break ;;
+        --no-fail-fast) fail_fast=() ;;
+    esac
+done
 
 failed=()
-echo "$PROG: cargo test --all-targets $*"
-cargo test --all-targets "$@" || failed+=("cargo test --all-targets $*")
+# Runs `cargo test ARGS...`, remembering it if it fails.
+cargo_test() {
+    echo "$PROG: cargo test $*"
+    cargo test "$@" || failed+=("cargo test $*")
+}
 
-if cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"kind":\["lib"\]'; then
-    echo "$PROG: cargo test --doc $*"
-    cargo test --doc "$@" || failed+=("cargo test --doc $*")
+if $picks_targets; then
+    cargo_test "${fail_fast[@]}" "$@"
 else
-    echo "$PROG: no library target; skipping doc tests"
+    cargo_test --all-targets "${fail_fast[@]}" "$@"
+    if cargo metadata --no-deps --format-version 1 2>/dev/null | grep -q '"kind":\["lib"\]'; then
+        cargo_test --doc "${fail_fast[@]}" "$@"
+    else
+        echo "$PROG: no library target; skipping doc tests"
+    fi
 fi
 
 if ((${#failed[@]} > 0)); then
-    printf '%s: FAILED: %s\n' "$PROG" "${failed[@]}" >&2
+    for command in "${failed[@]}"; do
+        echo "$PROG: FAILED: $command (see its output above)" >&2
+    done
     exit 1
 fi
 echo "$PROG: all tests passed"
