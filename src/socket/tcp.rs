@@ -129,6 +129,19 @@ impl Drop for TcpListener {
 }
 
 /// One TCP connection, identified by its socket pair.
+///
+/// ```
+/// use tunstack::{Error, Stack, StackConfig, TcpStream, phy::MemoryLink};
+/// use tunstack::smoltcp::time::Instant;
+///
+/// let (mut device, peer) = MemoryLink::pair(1500);
+/// let stack = Stack::new(StackConfig::default(), &mut device, Instant::ZERO);
+/// let stream = TcpStream::connect(&stack, "192.168.69.1:80".parse().unwrap()).unwrap();
+/// assert_eq!(stream.local_addr().ip().to_string(), "192.168.69.2");
+/// assert!(matches!(stream.write(b"x"), Err(Error::WouldBlock))); // not connected yet
+/// stack.poll(Instant::ZERO, &mut device);
+/// assert!(peer.recv_raw().is_some()); // the SYN
+/// ```
 pub struct TcpStream {
     stack: Stack,
     id: SocketId,

@@ -10,6 +10,19 @@ use smoltcp::wire::IpEndpoint;
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 
 /// A UDP socket bound to `<ip, port>` on the stack.
+///
+/// ```
+/// use tunstack::{Stack, StackConfig, UdpSocket, phy::MemoryLink};
+/// use tunstack::smoltcp::time::Instant;
+///
+/// let (mut device, peer) = MemoryLink::pair(1500);
+/// let stack = Stack::new(StackConfig::default(), &mut device, Instant::ZERO);
+/// let socket = UdpSocket::bind(&stack, "0.0.0.0:0".parse().unwrap()).unwrap();
+/// assert!(socket.local_addr().port() >= 49152); // an ephemeral port
+/// socket.send_to(b"hello", "192.168.69.1:9000".parse().unwrap()).unwrap();
+/// stack.poll(Instant::ZERO, &mut device);
+/// assert!(peer.recv_raw().is_some()); // one datagram on the wire
+/// ```
 pub struct UdpSocket {
     stack: Stack,
     id: SocketId,
