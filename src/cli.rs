@@ -83,6 +83,14 @@ pub struct StackArgs {
     /// Seed for fault injection, so a run can be repeated exactly.
     #[arg(long, default_value_t = 1)]
     pub seed: u64,
+    /// Print one line per packet in and out, with the stack's verdict on each inbound one
+    /// (also on with RUST_LOG=tunstack::trace=trace).
+    #[arg(long)]
+    pub trace: bool,
+    /// Write every packet in and out to this pcap file (raw IP) for tcpdump -r / Wireshark;
+    /// a FIFO works for live viewing (`mkfifo f; wireshark -k -i f`).
+    #[arg(long, value_name = "FILE")]
+    pub pcap: Option<std::path::PathBuf>,
 }
 
 /// Options of `tunstack echo`.

@@ -17,11 +17,13 @@ pub mod control;
 pub mod error;
 pub mod flow;
 pub mod packet;
+pub mod pcap;
 pub mod phy;
 pub mod runtime;
 pub mod socket;
 pub mod stack;
 pub mod stats;
+pub mod trace;
 
 pub use config::StackConfig;
 pub use error::{Error, Result};

@@ -10,11 +10,13 @@ use std::os::fd::{AsFd, AsRawFd, RawFd};
 use std::process::ExitCode;
 use tunstack::app::{ConnectClient, EchoServer, connect::CHUNK};
 use tunstack::control::{self, ControlServer};
+use tunstack::pcap::PcapObserver;
 use tunstack::phy::TunDevice;
 use tunstack::phy::wait::read_fd;
 use tunstack::phy::{FaultConfig, FaultyDevice};
 use tunstack::runtime::{self, App};
 use tunstack::smoltcp::time::{Duration, Instant};
+use tunstack::trace::{self, Observers, Tracer};
 use tunstack::{SocketId, Stack, StackConfig};
 
 fn main() -> ExitCode {
@@ -49,7 +51,30 @@ fn open(args: &StackArgs) -> tunstack::Result<(TunDevice, Stack)> {
     config.random_seed = os_random_seed();
     config.mtu = smoltcp::phy::Device::capabilities(&device).max_transmission_unit;
     let stack = Stack::new(config, &mut device, Instant::ZERO);
+    install_observers(args, &stack)?;
     Ok((device, stack))
+}
+
+/// The packet trace (--trace or RUST_LOG at trace for tunstack::trace) and the pcap writer.
+fn install_observers(args: &StackArgs, stack: &Stack) -> tunstack::Result<()> {
+    let mut observers = Observers(Vec::new());
+    if args.trace || log::log_enabled!(target: trace::TARGET, log::Level::Trace) {
+        observers.push(Box::new(Tracer::logging()));
+    }
+    if let Some(path) = &args.pcap {
+        log::info!(
+            "pcap: writing every packet to {} (a FIFO waits for its reader)",
+            path.display()
+        );
+        let pcap = PcapObserver::create(path).map_err(|e| {
+            tunstack::Error::Device(format!("cannot write pcap {}: {e}", path.display()))
+        })?;
+        observers.push(Box::new(pcap));
+    }
+    if !observers.is_empty() {
+        stack.set_observer(Box::new(observers));
+    }
+    Ok(())
 }
 
 /// A seed from the OS (std's hasher keys come from getrandom), so ISNs and ephemeral

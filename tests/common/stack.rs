@@ -149,10 +149,10 @@ impl Watched {
     /// Collects the last stderr lines. A process that left children holding its stderr
     /// open would block the reader forever: then leave the thread behind, don't hang.
     fn join_reader(&mut self) {
-        if self.wait_closed(Duration::from_secs(1)) {
-            if let Some(reader) = self.reader.take() {
-                let _ = reader.join();
-            }
+        if self.wait_closed(Duration::from_secs(1))
+            && let Some(reader) = self.reader.take()
+        {
+            let _ = reader.join();
         }
     }
 }
