@@ -1,9 +1,8 @@
 //! The flow table: which socket owns each packet. TCP data sockets are found by their socket
 //! pair `<local ip, local port, remote ip, remote port>`, listeners and UDP sockets by
 //! `<ip, port>` (exact address first, then the wildcard). Every lookup is one hash probe.
+//! Fragments never reach it: the stack reassembles them first.
 
-use crate::packet::FragmentKey;
-use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 use std::collections::HashMap;
 use std::fmt;
@@ -50,16 +49,12 @@ pub fn listen_endpoint(ep: IpListenEndpoint) -> String {
     }
 }
 
-/// How many fragment trains the table remembers the owner of.
-const FRAGMENT_TRAINS: usize = 1024;
-
 /// Maps socket pairs, listen endpoints and fragment trains to sockets.
 #[derive(Debug, Default)]
 pub struct FlowTable {
     tcp: HashMap<SocketPair, SocketId>,
     listeners: HashMap<IpListenEndpoint, SocketId>,
     udp: HashMap<IpListenEndpoint, SocketId>,
-    fragments: HashMap<FragmentKey, (SocketId, Instant)>,
 }
 
 impl FlowTable {
@@ -146,27 +141,6 @@ impl FlowTable {
         pick_port(range, start, |port| {
             !self.udp.keys().any(|ep| ep.port == port)
         })
-    }
-
-    /// Remembers which socket the first fragment of a train was for.
-    pub fn note_fragment(&mut self, key: FragmentKey, id: SocketId, expires: Instant) {
-        if self.fragments.len() >= FRAGMENT_TRAINS {
-            self.fragments
-                .retain(|_, (_, at)| *at > expires - smoltcp::time::Duration::from_secs(60));
-            if self.fragments.len() >= FRAGMENT_TRAINS {
-                // A flood of trains: forget the lot rather than grow.
-                self.fragments.clear();
-            }
-        }
-        self.fragments.insert(key, (id, expires));
-    }
-
-    /// The socket a fragment train belongs to, if its first fragment was seen in time.
-    pub fn fragment_owner(&self, key: &FragmentKey, now: Instant) -> Option<SocketId> {
-        match self.fragments.get(key) {
-            Some((id, expires)) if *expires > now => Some(*id),
-            _ => None,
-        }
     }
 }
 

@@ -748,7 +748,6 @@ fn valid_templates_build_valid_packets() {
 /// SYN finds no socket (`existing_owner` does not ask the listener), so the reassembled SYN
 /// reaches the interface with an empty socket set and smoltcp answers RST.
 #[test]
-#[ignore = "stack bug: a fragmented SYN to a listener is answered with RST"]
 fn a_fragmented_syn_reaches_the_listener() {
     let mut harness = Harness::new();
     let syn = segment(40000, 7, PEER_ISN, None, "S", &[0x55; 64]);

@@ -72,6 +72,9 @@ impl UdpSocket {
     /// Queues one datagram to `target`. `WouldBlock` when the send buffer is full.
     pub fn send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
         let mut inner = self.stack.inner();
+        if inner.send_udp_v6_fragmented(self.endpoint, target, buf)? {
+            return Ok(buf.len());
+        }
         let Some(socket) = inner
             .sockets
             .get_mut(self.id.0)

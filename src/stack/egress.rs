@@ -3,11 +3,11 @@
 //! next deadline goes into the timer queue, SYN-queue sockets that completed the handshake
 //! move to the accept queue, and closed sockets nobody holds are reaped.
 
-use super::device::Tap;
+use super::device::{Tap, TapTx};
 use super::{EntryKind, ErrorCause, Inner, Phase};
 use crate::flow::SocketId;
 use smoltcp::iface::PollResult;
-use smoltcp::phy::Device;
+use smoltcp::phy::{self, Device};
 use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 use std::cmp::Reverse;
@@ -15,9 +15,13 @@ use std::cmp::Reverse;
 /// Segments one socket may send per poll before others get their turn.
 const EGRESS_BURST: usize = 256;
 
+/// Packets built outside smoltcp that may wait for the device.
+const RAW_TX_LIMIT: usize = 1024;
+
 impl Inner {
     /// Transmits for every dirty socket and every socket whose timer is due.
     pub fn egress<D: Device>(&mut self, now: Instant, device: &mut D) -> bool {
+        self.send_raw(now, device);
         let mut due = std::mem::take(&mut self.dirty);
         for id in &due {
             if let Some(entry) = self.sockets.get_mut(id.0) {
@@ -95,6 +99,31 @@ impl Inner {
             self.refresh_tcp(id, state_before != state_after);
         }
         rounds > 0
+    }
+
+    /// Queues packets made outside smoltcp for the next egress (bounded: a flood of big
+    /// pings cannot grow it without limit).
+    pub(crate) fn queue_raw(&mut self, packets: Vec<Vec<u8>>) {
+        if self.raw_tx.len() + packets.len() > RAW_TX_LIMIT {
+            log::debug!("egress: raw queue full, {} packets dropped", packets.len());
+            return;
+        }
+        self.raw_tx.extend(packets);
+    }
+
+    fn send_raw<D: Device>(&mut self, now: Instant, device: &mut D) {
+        while let Some(packet) = self.raw_tx.pop_front() {
+            let Some(token) = device.transmit(now) else {
+                self.raw_tx.push_front(packet);
+                return;
+            };
+            let tap = TapTx {
+                inner: token,
+                meter: &mut self.meter,
+                now,
+            };
+            phy::TxToken::consume(tap, packet.len(), |buf| buf.copy_from_slice(&packet));
+        }
     }
 
     /// Arms the socket's timer for `at`, unless an earlier one is already armed.

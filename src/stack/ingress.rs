@@ -3,6 +3,7 @@
 //! that holds only that one socket — so the interface's linear scan is over one item.
 
 use super::device::{OnePacket, TapTx};
+use super::reassembly::Reassembly;
 use super::{EntryKind, ErrorCause, Inner, Phase, TcpEntry, Verdict};
 use crate::flow::{SocketId, SocketPair};
 use crate::packet::{PacketInfo, QuotedFlow, TcpFlags, Transport, classify};
@@ -58,11 +59,45 @@ impl Inner {
     ) {
         self.meter.stats.rx_packets += 1;
         self.meter.stats.rx_bytes += packet.len() as u64;
-        let route = self.route(now, packet);
-        if let Some(observer) = self.meter.observer.as_mut() {
-            observer.inbound(now, packet, &route.verdict);
+        match self.reassembler.push(now, packet) {
+            Reassembly::Whole => self.deliver(now, packet, packet, tx, caps),
+            Reassembly::Complete(whole) => self.deliver(now, packet, &whole, tx, caps),
+            Reassembly::Queued => self.observe(now, packet, &Verdict::FragmentQueued),
+            Reassembly::Invalid(why) => {
+                let verdict = Verdict::dropped(DropReason::Malformed, why);
+                self.observe(now, packet, &verdict);
+                self.meter.stats.drop(DropReason::Malformed);
+            }
         }
-        log::trace!("ingress: {} bytes: {}", packet.len(), route.verdict);
+    }
+
+    fn observe(&mut self, now: Instant, packet: &[u8], verdict: &Verdict) {
+        if let Some(observer) = self.meter.observer.as_mut() {
+            observer.inbound(now, packet, verdict);
+        }
+        log::trace!("ingress: {} bytes: {verdict}", packet.len());
+    }
+
+    /// Hands one whole `packet` to its socket. `wire` is what was read: the packet itself,
+    /// or the fragment that completed it.
+    fn deliver<T: phy::TxToken>(
+        &mut self,
+        now: Instant,
+        wire: &[u8],
+        packet: &[u8],
+        tx: T,
+        caps: &DeviceCapabilities,
+    ) {
+        let route = self.route(packet);
+        if wire.len() == packet.len() {
+            self.observe(now, wire, &route.verdict);
+        } else {
+            let verdict = Verdict::Reassembled {
+                len: packet.len(),
+                verdict: Box::new(route.verdict.clone()),
+            };
+            self.observe(now, wire, &verdict);
+        }
         match &route.verdict {
             Verdict::Dropped { reason, detail } => {
                 self.meter.stats.drop(*reason);
@@ -75,6 +110,16 @@ impl Inner {
             }
             Verdict::StrayRst => return,
             Verdict::NoSocketRst { .. } => self.meter.stats.rst_sent += 1,
+            Verdict::Icmp if packet.len() > caps.max_transmission_unit => {
+                // smoltcp cannot fragment IPv6: a big echo reply is made and split here.
+                if let Some(fragments) = self
+                    .reassembler
+                    .echo_reply_fragments(packet, caps.max_transmission_unit)
+                {
+                    self.queue_raw(fragments);
+                    return;
+                }
+            }
             _ => {}
         }
         let lent = route.target.and_then(|id| self.lend(id).map(|h| (id, h)));
@@ -103,7 +148,7 @@ impl Inner {
         }
     }
 
-    fn route(&mut self, now: Instant, packet: &[u8]) -> Route {
+    fn route(&mut self, packet: &[u8]) -> Route {
         let info = match classify(packet) {
             Ok(info) => info,
             Err(err) => return Route::drop(DropReason::Malformed, err.0),
@@ -121,18 +166,7 @@ impl Inner {
             return Route::drop(DropReason::NotForUs, format!("destination {}", info.dst));
         }
         let mut route = match (info.fragment, info.transport) {
-            (Some((key, offset)), _) if offset > 0 => Route::to(
-                Verdict::FragmentQueued,
-                self.flows.fragment_owner(&key, now),
-            ),
-            (Some((key, _)), _) => {
-                let target = self.existing_owner(&info);
-                if let Some(id) = target {
-                    let expires = now + self.config.reassembly_timeout;
-                    self.flows.note_fragment(key, id, expires);
-                }
-                Route::to(Verdict::FragmentQueued, target)
-            }
+            (Some(_), _) => Route::to(Verdict::FragmentQueued, None),
             (
                 None,
                 Transport::Tcp {
@@ -167,17 +201,6 @@ impl Inner {
         };
         route.info = Some(info);
         route
-    }
-
-    /// The socket an unfragmented-looking packet would go to, without creating one.
-    fn existing_owner(&self, info: &PacketInfo) -> Option<SocketId> {
-        match info.transport {
-            Transport::Tcp {
-                src_port, dst_port, ..
-            } => self.flows.tcp(&pair_of(info, src_port, dst_port)),
-            Transport::Udp { dst_port, .. } => self.flows.udp(info.dst, dst_port),
-            _ => None,
-        }
     }
 
     fn route_tcp(

@@ -6,6 +6,7 @@ mod device;
 mod egress;
 mod entry;
 mod ingress;
+mod reassembly;
 mod table;
 mod verdict;
 
@@ -22,10 +23,11 @@ use slab::Slab;
 use smoltcp::iface::{Config, Interface, SocketSet};
 use smoltcp::phy::Device;
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::{HardwareAddress, IpAddress};
+use smoltcp::wire::{HardwareAddress, IpAddress, IpListenEndpoint};
 use std::cell::{RefCell, RefMut};
 use std::cmp::Reverse;
 use std::collections::{BinaryHeap, VecDeque};
+use std::net::SocketAddr;
 use std::rc::Rc;
 
 /// Sees every packet the stack reads and writes: the packet trace and the pcap writer.
@@ -66,6 +68,10 @@ pub(crate) struct Inner {
     pub config: StackConfig,
     /// The small socket set the interface sees: only the sockets a packet concerns.
     pub scratch: SocketSet<'static>,
+    /// IP fragment trains (both families) waiting for their last piece.
+    pub reassembler: reassembly::Reassembler,
+    /// Packets built outside smoltcp (IPv6 fragments of a big echo reply), sent at egress.
+    pub raw_tx: VecDeque<Vec<u8>>,
     rng: u64,
 }
 
@@ -112,9 +118,11 @@ impl Stack {
                 stats: Stats::default(),
                 observer: None,
             },
-            config,
             scratch: SocketSet::new(Vec::new()),
+            reassembler: reassembly::Reassembler::new(config.reassembly_timeout),
+            raw_tx: VecDeque::new(),
             rng,
+            config,
         };
         Stack {
             inner: Rc::new(RefCell::new(inner)),
@@ -223,13 +231,52 @@ impl Inner {
         })
     }
 
+    /// Sends a UDP datagram over IPv6 that is too big for the link as IP fragments (smoltcp
+    /// drops IPv6 packets over the MTU). Returns false if it fits and smoltcp can send it.
+    pub fn send_udp_v6_fragmented(
+        &mut self,
+        local: IpListenEndpoint,
+        remote: SocketAddr,
+        payload: &[u8],
+    ) -> Result<bool> {
+        let SocketAddr::V6(remote) = remote else {
+            return Ok(false);
+        };
+        if payload.len() + 48 <= self.config.mtu {
+            return Ok(false);
+        }
+        let src = match local.addr {
+            Some(IpAddress::Ipv6(addr)) => addr,
+            _ => match self.source_for(IpAddress::Ipv6(*remote.ip()))? {
+                IpAddress::Ipv6(addr) => addr,
+                IpAddress::Ipv4(_) => return Ok(false),
+            },
+        };
+        let id = self.reassembler.fragment_id();
+        let fragments = reassembly::udp_v6_fragments(
+            (src, local.port),
+            (*remote.ip(), remote.port()),
+            payload,
+            self.config.mtu,
+            id,
+        )
+        .ok_or_else(|| {
+            Error::Unaddressable(format!(
+                "datagram of {} bytes is too large for IPv6",
+                payload.len()
+            ))
+        })?;
+        self.queue_raw(fragments);
+        Ok(true)
+    }
+
     /// Whether `addr` is one of the stack's addresses.
     pub fn is_local(&self, addr: IpAddress) -> bool {
         self.iface.has_ip_addr(addr)
     }
 
     fn poll_delay(&mut self, now: Instant) -> Option<Duration> {
-        if !self.dirty.is_empty() || !self.ready.is_empty() {
+        if !self.dirty.is_empty() || !self.ready.is_empty() || !self.raw_tx.is_empty() {
             return Some(Duration::ZERO);
         }
         let mut next = self.iface.poll_at(now, &self.scratch);

@@ -34,6 +34,13 @@ pub enum Verdict {
     Icmp,
     /// A fragment held for reassembly.
     FragmentQueued,
+    /// The fragment that completed a packet of `len` bytes, and what became of that packet.
+    Reassembled {
+        /// Length of the whole packet.
+        len: usize,
+        /// The verdict on the whole packet.
+        verdict: Box<Verdict>,
+    },
     /// Dropped, counted under this reason; `detail` says more (the parse error, ...).
     Dropped {
         /// The counter it went to.
@@ -68,6 +75,9 @@ impl fmt::Display for Verdict {
             Verdict::PortUnreachable => write!(f, "no udp socket -> ICMP port unreachable"),
             Verdict::Icmp => write!(f, "icmp -> stack"),
             Verdict::FragmentQueued => write!(f, "fragment -> reassembly"),
+            Verdict::Reassembled { len, verdict } => {
+                write!(f, "last fragment: {len} byte packet reassembled; {verdict}")
+            }
             Verdict::Dropped { reason, detail } if detail.is_empty() => {
                 write!(f, "{} -> dropped", reason.name())
             }
