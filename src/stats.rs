@@ -111,7 +111,7 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "tcp established {}, reaped {}, rst sent {}, icmp errors {}",
+            "connections: established {}, reaped {}, rst sent {}, icmp errors {}",
             self.tcp_established, self.tcp_reaped, self.rst_sent, self.icmp_errors
         )?;
         write!(f, "drops:")?;
