@@ -1,0 +1,442 @@
+#!/usr/bin/env bash
+# Benchmark tunstack's echo server against the kernel's stack, inside private network
+# namespaces that are created for the run and removed afterwards (issue 5).
+set -euo pipefail
+
+readonly PROG="${0##*/}"
+REPO="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+readonly REPO
+readonly TUNSTACK="$REPO/target/release/tunstack"
+readonly BENCH="$REPO/target/release/tunstack-bench"
+
+usage() {
+    cat <<EOF
+Usage: sudo scripts/$PROG [options]
+
+Run the same client (target/release/tunstack-bench) against
+  (a) tunstack echo on a TUN device: one namespace holds the TUN with the host-side
+      addresses, tunstack (answering as 192.168.69.2) and the client;
+  (b) a kernel echo server (tunstack-bench kernel-echo) across a veth pair: the client
+      in one namespace (192.168.69.1), the server in another (192.168.69.2),
+and print one table of medians with the tunstack/kernel ratio; it is also written to
+OUT/report.md (raw values in OUT/results.tsv, server logs in OUT/logs/). Runs of (a)
+and (b) alternate. Every namespace and process made here is removed on exit, failure
+or Ctrl-C. Nothing is sent outside these namespaces. Needs root.
+
+Measured: TCP echo throughput with 1 and 4 connections (every byte checked) at MTU 1500
+and at a large MTU; TCP 1-byte, UDP 64-byte and ping round trips (p50/p99); UDP echo
+packets/s and loss at 64 and 1472 bytes; sequential connection rate; N concurrent
+connections (time, tunstack RSS, RTT with them open); tunstack's idle CPU with
+many idle connections.
+
+Options:
+  --quick             small sizes and 1 run of each (under a minute)
+  --runs N            runs of each comparison, median reported    (default 3; quick 1)
+  --conns N           connections in the scale test               (default 100000; quick 1000)
+  --idle-conns N      idle connections for the idle-CPU test      (default 10000; quick 1000)
+  --idle-secs S       how long idle CPU is measured               (default 10; quick 3)
+  --big-mtu N         the large MTU                               (default 65000)
+  --tcp-buffer B      tunstack --tcp-buffer at MTU 1500           (default 65536, its default)
+  --big-tcp-buffer B  tunstack --tcp-buffer at the large MTU      (default 1048576)
+  --scale-tcp-buffer B  tunstack --tcp-buffer in the scale tests  (default 4096)
+  --pin MODE          CPU placement of client and servers: split (client on CPU 0,
+                      server on CPU 1), same (both on CPU 0) or none (scheduler's
+                      choice)                                     (default split)
+  --only LIST         comma-separated parts to run: throughput (TCP, both MTUs),
+                      latency (round trips, UDP rate, connection rate), scale
+                      (scale and idle CPU)                        (default: all three)
+  --no-kernel-scale   skip the scale test against the kernel
+  --out DIR           where results go                            (default target/bench)
+  --no-build          do not run cargo build --release --bins first
+  -h, --help          show this help
+EOF
+}
+
+die() {
+    echo "$PROG: error: $*" >&2
+    exit 1
+}
+
+say() {
+    echo "$PROG: $*" >&2
+}
+
+need_value() {
+    [[ $# -ge 2 && -n "$2" ]] || die "option $1 needs a value (see --help)"
+}
+
+need_integer() {
+    [[ "$2" =~ ^[0-9]+$ ]] || die "$1 must be a whole number, not '$2'"
+}
+
+quick=false
+runs="" conns="" idle_conns="" idle_secs=""
+big_mtu=65000
+tcp_buffer=65536
+big_tcp_buffer=1048576
+scale_tcp_buffer=4096
+kernel_scale=true
+pin="split"
+only="throughput,latency,scale"
+out="$REPO/target/bench"
+build=true
+original_args="$*"
+
+while [[ $# -gt 0 ]]; do
+    case "$1" in
+        -h | --help) usage; exit 0 ;;
+        --quick) quick=true; shift ;;
+        --runs) need_value "$@"; runs="$2"; shift 2 ;;
+        --conns) need_value "$@"; conns="$2"; shift 2 ;;
+        --idle-conns) need_value "$@"; idle_conns="$2"; shift 2 ;;
+        --idle-secs) need_value "$@"; idle_secs="$2"; shift 2 ;;
+        --big-mtu) need_value "$@"; big_mtu="$2"; shift 2 ;;
+        --tcp-buffer) need_value "$@"; tcp_buffer="$2"; shift 2 ;;
+        --big-tcp-buffer) need_value "$@"; big_tcp_buffer="$2"; shift 2 ;;
+        --scale-tcp-buffer) need_value "$@"; scale_tcp_buffer="$2"; shift 2 ;;
+        --pin) need_value "$@"; pin="$2"; shift 2 ;;
+        --only) need_value "$@"; only="$2"; shift 2 ;;
+        --no-kernel-scale) kernel_scale=false; shift ;;
+        --out) need_value "$@"; out="$2"; shift 2 ;;
+        --no-build) build=false; shift ;;
+        *) die "unknown argument '$1' (see --help)" ;;
+    esac
+done
+
+# ---- sizes: full run or --quick ----
+if $quick; then
+    runs="${runs:-1}" conns="${conns:-1000}" idle_conns="${idle_conns:-1000}" idle_secs="${idle_secs:-3}"
+    secs=1 rtt_count=1000 ping_count=200 udp_secs=1 rate_secs=1 scale_rtt_count=500
+else
+    runs="${runs:-3}" conns="${conns:-100000}" idle_conns="${idle_conns:-10000}" idle_secs="${idle_secs:-10}"
+    secs=3 rtt_count=10000 ping_count=1000 udp_secs=2 rate_secs=3 scale_rtt_count=2000
+fi
+need_integer --runs "$runs"
+need_integer --conns "$conns"
+need_integer --idle-conns "$idle_conns"
+need_integer --idle-secs "$idle_secs"
+need_integer --big-mtu "$big_mtu"
+need_integer --tcp-buffer "$tcp_buffer"
+need_integer --big-tcp-buffer "$big_tcp_buffer"
+need_integer --scale-tcp-buffer "$scale_tcp_buffer"
+((runs >= 1)) || die "--runs must be at least 1"
+for part in ${only//,/ }; do
+    [[ "$part" =~ ^(throughput|latency|scale)$ ]] || die "--only: unknown part '$part' (throughput, latency, scale)"
+done
+
+enabled() {
+    [[ ",$only," == *",$1,"* ]]
+}
+
+case "$pin" in
+    split) client_cpus=(taskset -c 0) server_cpus=(taskset -c 1) ;;
+    same) client_cpus=(taskset -c 0) server_cpus=(taskset -c 0) ;;
+    none) client_cpus=() server_cpus=() ;;
+    *) die "--pin must be split, same or none, not '$pin'" ;;
+esac
+if [[ "$pin" != none ]]; then
+    command -v taskset >/dev/null || die "'taskset' not found (apt-get install util-linux), or use --pin none"
+    [[ "$pin" == same ]] || (($(nproc) >= 2)) || die "--pin split needs 2 CPUs; use --pin same or none"
+fi
+((big_mtu >= 1280 && big_mtu <= 65535)) || die "--big-mtu must be from 1280 to 65535"
+
+# ---- prerequisites ----
+[[ $EUID -eq 0 ]] || die "must run as root (namespaces, TUN, veth); try: sudo $0 $original_args"
+for tool in ip ping timeout; do
+    command -v "$tool" >/dev/null || die "'$tool' not found (apt-get install iproute2 iputils-ping coreutils)"
+done
+[[ -c /dev/net/tun ]] || die "/dev/net/tun does not exist: no TUN support here"
+if $build; then
+    command -v cargo >/dev/null || die "cargo not found; build first and pass --no-build"
+    say "building (cargo build --release --bins)"
+    (cd "$REPO" && cargo build --release --bins --quiet) || die "cargo build --release --bins failed"
+fi
+[[ -x "$TUNSTACK" && -x "$BENCH" ]] || die "missing $TUNSTACK or $BENCH (cargo build --release --bins)"
+
+# One fd per connection, in the client and in the kernel echo server. Where the hard
+# limit is low (no CAP_SYS_RESOURCE), the scale client spreads its connections over
+# worker processes and the kernel side over several echo processes.
+nofile="$(ulimit -Hn)"
+[[ "$nofile" == unlimited ]] && nofile=1048576
+ulimit -n "$nofile" || die "cannot raise the open file limit to $nofile (ulimit -n)"
+((nofile >= 2000)) || die "the open file limit ($nofile) is too low; raise ulimit -Hn"
+
+mkdir -p "$out/logs" || die "cannot create $out"
+readonly results="$out/results.tsv" report="$out/report.md"
+: >"$results"
+failures=()
+
+# ---- cleanup: every process and namespace made here ----
+readonly ns_tun="tsb$$-tun" ns_client="tsb$$-client" ns_server="tsb$$-server"
+pids=()
+namespaces=()
+
+stop_pid() {
+    local pid="$1" i
+    kill -TERM "$pid" 2>/dev/null || return 0
+    for ((i = 0; i < 50; i++)); do
+        kill -0 "$pid" 2>/dev/null || break
+        sleep 0.1
+    done
+    kill -KILL "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+}
+
+cleanup() {
+    local ns
+    trap - EXIT INT TERM
+    stop_all
+    for ns in "${namespaces[@]}"; do
+        ip netns del "$ns" 2>/dev/null || true
+    done
+    namespaces=()
+}
+trap cleanup EXIT
+trap 'say "interrupted"; exit 130' INT TERM
+
+# ---- namespaces ----
+readonly SOURCES_FIRST=10 SOURCES_LAST=30
+readonly SOURCES="192.168.69.$SOURCES_FIRST-192.168.69.$SOURCES_LAST"
+
+new_ns() {
+    ip netns add "$1" || die "cannot create network namespace $1"
+    namespaces+=("$1")
+    ip -n "$1" link set lo up || die "cannot bring up lo in $1"
+}
+
+del_ns() {
+    local ns="$1" kept=() n
+    ip netns del "$ns" 2>/dev/null || true
+    for n in "${namespaces[@]}"; do
+        [[ "$n" == "$ns" ]] || kept+=("$n")
+    done
+    namespaces=("${kept[@]}")
+}
+
+# Client-side address aliases and sysctls, the same for both setups: extra source
+# addresses for the scale test, all ports usable, TIME_WAIT ports reusable by connect().
+client_side() {
+    local ns="$1" dev="$2" i
+    for ((i = SOURCES_FIRST; i <= SOURCES_LAST; i++)); do
+        ip -n "$ns" addr add "192.168.69.$i/24" dev "$dev" || die "cannot add 192.168.69.$i to $dev in $ns"
+    done
+    ip netns exec "$ns" sysctl -q -w net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 \
+        || die "cannot set sysctls in $ns"
+}
+
+# The tunstack setup: TUN tun0 with the host side in namespace $ns_tun.
+setup_tun() {
+    local mtu="$1"
+    new_ns "$ns_tun"
+    ip netns exec "$ns_tun" "$REPO/scripts/setup.sh" --tun tun0 --mtu "$mtu" --user root >/dev/null \
+        || die "scripts/setup.sh failed in namespace $ns_tun"
+    client_side "$ns_tun" tun0
+}
+
+# The kernel setup: veth0 (client, .1) in $ns_client, veth1 (server, .2) in $ns_server.
+setup_veth() {
+    local mtu="$1"
+    new_ns "$ns_client"
+    new_ns "$ns_server"
+    ip -n "$ns_client" link add veth0 mtu "$mtu" type veth peer name veth1 netns "$ns_server" mtu "$mtu" \
+        || die "cannot create the veth pair"
+    ip -n "$ns_client" addr add 192.168.69.1/24 dev veth0 || die "cannot address veth0"
+    ip -n "$ns_server" addr add 192.168.69.2/24 dev veth1 || die "cannot address veth1"
+    ip -n "$ns_client" -6 addr add fd69::1/64 dev veth0 nodad 2>/dev/null || true
+    ip -n "$ns_server" -6 addr add fd69::2/64 dev veth1 nodad 2>/dev/null || true
+    ip -n "$ns_client" link set veth0 up || die "cannot bring up veth0"
+    ip -n "$ns_server" link set veth1 up || die "cannot bring up veth1"
+    client_side "$ns_client" veth0
+}
+
+# ---- servers ----
+server_pid=""
+
+# Waits for the echo server to answer from namespace $1; $2 is its log.
+wait_ready() {
+    if ! timeout 20 ip netns exec "$1" "$BENCH" wait --target 192.168.69.2:7 --timeout 10; then
+        tail -n 20 "$2" >&2 || true
+        die "the echo server did not come up (log: $2)"
+    fi
+}
+
+# start_tunstack LOG_NAME [tunstack echo options]
+start_tunstack() {
+    local log="$out/logs/$1.log"
+    shift
+    say "starting tunstack echo $*"
+    RUST_LOG=warn "${server_cpus[@]}" ip netns exec "$ns_tun" "$TUNSTACK" echo --tun tun0 "$@" >"$log" 2>&1 &
+    server_pid=$!
+    pids+=("$server_pid")
+    wait_ready "$ns_tun" "$log"
+}
+
+# start_kernel_echo LOG_NAME [PROCESSES]: further processes share the TCP port
+# (SO_REUSEPORT) so together they can hold more connections than one fd limit allows.
+start_kernel_echo() {
+    local log="$out/logs/kernel-echo-$1.log" processes="${2:-1}" i
+    "${server_cpus[@]}" ip netns exec "$ns_server" "$BENCH" kernel-echo --listen 0.0.0.0:7 >"$log" 2>&1 &
+    server_pid=$!
+    pids+=("$server_pid")
+    for ((i = 2; i <= processes; i++)); do
+        "${server_cpus[@]}" ip netns exec "$ns_server" "$BENCH" kernel-echo --listen 0.0.0.0:7 \
+            --tcp-only >>"$log" 2>&1 &
+        pids+=($!)
+    done
+    wait_ready "$ns_client" "$log"
+}
+
+stop_all() {
+    local pid
+    for pid in "${pids[@]}"; do
+        stop_pid "$pid"
+    done
+    pids=()
+}
+
+stop_server() {
+    local pid="$1" kept=() p
+    stop_pid "$pid"
+    for p in "${pids[@]}"; do
+        [[ "$p" == "$pid" ]] || kept+=("$p")
+    done
+    pids=("${kept[@]}")
+}
+
+# ---- measuring ----
+# measure SIDE TIMEOUT_SECS [--tag TAG] SUBCOMMAND ARGS...: the client in the namespace of
+# SIDE; a failure is reported and remembered, and the benchmark goes on.
+measure() {
+    local side="$1" limit="$2" ns
+    shift 2
+    if [[ "$side" == tunstack ]]; then ns="$ns_tun"; else ns="$ns_client"; fi
+    if ! timeout --kill-after=5 "$limit" "${client_cpus[@]}" ip netns exec "$ns" \
+        "$BENCH" --results "$results" --side "$side" "$@"; then
+        say "FAILED ($side): tunstack-bench $*"
+        failures+=("$side: tunstack-bench $*")
+    fi
+}
+
+readonly TARGET=192.168.69.2:7
+notes=()
+
+# Throughput at one MTU: both setups up, runs alternating tunstack, kernel.
+# One MTU: both setups up; throughput (and, at MTU 1500, round trips and rates) with
+# runs alternating tunstack, kernel.
+at_mtu() {
+    local mtu="$1" buffer="$2" run side n
+    say "== MTU $mtu (tunstack --tcp-buffer $buffer) =="
+    setup_tun "$mtu"
+    start_tunstack "tunstack-mtu$mtu" --mtu "$mtu" --tcp-buffer "$buffer"
+    local tun_pid="$server_pid"
+    setup_veth "$mtu"
+    start_kernel_echo "mtu$mtu"
+    local kernel_pid="$server_pid"
+    if enabled throughput; then
+        for ((run = 1; run <= runs; run++)); do
+            for side in tunstack kernel; do
+                for n in 1 4; do
+                    measure "$side" $((secs + 40)) --tag "MTU $mtu" throughput --target "$TARGET" \
+                        --conns "$n" --secs "$secs"
+                done
+            done
+        done
+    fi
+    if [[ "$mtu" == 1500 ]] && enabled latency; then
+        latency_and_rates
+    fi
+    stop_server "$tun_pid"
+    stop_server "$kernel_pid"
+    del_ns "$ns_tun"
+    del_ns "$ns_client"
+    del_ns "$ns_server"
+    notes+=("MTU $mtu: tunstack echo --mtu $mtu --tcp-buffer $buffer; TUN and veth MTU $mtu")
+}
+
+# Round trips, UDP rates and connection rate (MTU 1500), runs alternating.
+latency_and_rates() {
+    local run side size ping_limit
+    ping_limit=$((ping_count / 100 + 30))
+    say "== round trips, UDP echo rate, connection rate (MTU 1500) =="
+    for ((run = 1; run <= runs; run++)); do
+        for side in tunstack kernel; do
+            measure "$side" 60 tcp-rtt --target "$TARGET" --count "$rtt_count"
+            measure "$side" 60 udp-rtt --target "$TARGET" --size 64 --count "$rtt_count"
+            measure "$side" "$ping_limit" ping --target 192.168.69.2 --count "$ping_count" --interval 0.002
+            for size in 64 1472; do
+                measure "$side" $((udp_secs + 20)) udp-rate --target "$TARGET" --size "$size" \
+                    --window 64 --secs "$udp_secs"
+            done
+            measure "$side" $((rate_secs + 30)) conn-rate --target "$TARGET" --secs "$rate_secs"
+        done
+    done
+}
+
+# Scale tests against tunstack (fresh server each), then optionally against the kernel.
+scale_tests() {
+    local phase_timeout=300 limit
+    limit=$((2 * phase_timeout + idle_secs + 120))
+    say "== scale: $conns connections; idle CPU with $idle_conns (tunstack --tcp-buffer $scale_tcp_buffer) =="
+    setup_tun 1500
+    start_tunstack "tunstack-scale" --tcp-buffer "$scale_tcp_buffer"
+    measure tunstack "$limit" scale --target "$TARGET" --sources "$SOURCES" --conns "$conns" \
+        --rtt-count "$scale_rtt_count" --server-pid "$server_pid" --phase-timeout "$phase_timeout"
+    stop_server "$server_pid"
+    start_tunstack "tunstack-idle" --tcp-buffer "$scale_tcp_buffer"
+    measure tunstack "$limit" --tag "idle test" scale --target "$TARGET" --sources "$SOURCES" \
+        --conns "$idle_conns" \
+        --rtt-count "$scale_rtt_count" --server-pid "$server_pid" --idle-secs "$idle_secs" \
+        --phase-timeout "$phase_timeout"
+    stop_server "$server_pid"
+    del_ns "$ns_tun"
+    notes+=("scale: tunstack echo --tcp-buffer $scale_tcp_buffer (MTU 1500), a fresh server per test; client sources $SOURCES, 64 connects in flight; 1 run")
+    if $kernel_scale; then
+        # Connections spread over the processes by hash: leave each a wide margin.
+        setup_veth 1500
+        start_kernel_echo scale $(((conns + nofile / 2 - 1) / (nofile / 2)))
+        measure kernel "$limit" scale --target "$TARGET" --sources "$SOURCES" --conns "$conns" \
+            --rtt-count "$scale_rtt_count" --phase-timeout "$phase_timeout"
+        stop_all
+        del_ns "$ns_client"
+        del_ns "$ns_server"
+    fi
+}
+
+started=$SECONDS
+if enabled throughput || enabled latency; then
+    at_mtu 1500 "$tcp_buffer"
+fi
+if enabled throughput; then
+    at_mtu "$big_mtu" "$big_tcp_buffer"
+fi
+if enabled scale; then
+    scale_tests
+fi
+elapsed=$((SECONDS - started))
+
+# ---- the report ----
+{
+    echo "# tunstack benchmark"
+    echo
+    echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); took ${elapsed} s"
+    echo "- machine: $(nproc) CPU ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)), kernel $(uname -r)"
+    echo "- command: scripts/$PROG $original_args"
+    echo "- medians of $runs run(s) unless noted; tunstack runs with RUST_LOG=warn; CPU placement: --pin $pin"
+    for note in "${notes[@]}"; do
+        echo "- $note"
+    done
+    echo "- round trips, UDP echo rate and connection rate at MTU 1500; UDP rate keeps 64 datagrams in flight"
+    echo
+    "$BENCH" report "$results"
+    if ((${#failures[@]} > 0)); then
+        echo
+        echo "Failed measurements:"
+        for failure in "${failures[@]}"; do
+            echo "- $failure"
+        done
+    fi
+} >"$report" || die "cannot write the report"
+echo
+cat "$report"
+say "report written to $report (raw values: $results)"
+((${#failures[@]} == 0)) || exit 1
