@@ -59,6 +59,9 @@ impl Reassembler {
 
     /// Adds `packet` to its train if it is a fragment.
     pub fn push(&mut self, now: Instant, packet: &[u8]) -> Reassembly {
+        if !may_be_fragment(packet) {
+            return Reassembly::Whole;
+        }
         let piece = match piece_of(packet) {
             Ok(Some(piece)) => piece,
             Ok(None) => return Reassembly::Whole,
@@ -132,6 +135,17 @@ impl Reassembler {
     pub fn fragment_id(&mut self) -> u32 {
         self.next_id = self.next_id.wrapping_add(1);
         self.next_id
+    }
+}
+
+/// A cheap look at the fixed header: false means surely not a fragment (the full parse
+/// that follows decides otherwise). IPv4: MF set or offset non-zero; IPv6: a fragment
+/// header right after the fixed header, or any extension header at all.
+fn may_be_fragment(packet: &[u8]) -> bool {
+    match (packet.first().map(|b| b >> 4), packet.get(6), packet.get(7)) {
+        (Some(4), Some(&flags), Some(&offset_low)) => flags & 0x3f != 0 || offset_low != 0,
+        (Some(6), Some(&next), _) => !matches!(next, 6 | 17 | 58),
+        _ => false,
     }
 }
 
@@ -298,6 +312,27 @@ mod tests {
             _ => panic!("not reassembled"),
         }
         assert!(r.trains.is_empty());
+    }
+
+    #[test]
+    fn the_quick_check_never_misses_a_fragment() {
+        let whole = udp6(4000);
+        for f in fragment_v6(&whole, 1500, 3).unwrap() {
+            assert!(may_be_fragment(&f));
+        }
+        assert!(!may_be_fragment(&udp6(10)));
+        let mut v4 = Vec::new();
+        PacketBuilder::ipv4([1, 2, 3, 4], [5, 6, 7, 8], 64)
+            .udp(1, 2)
+            .write(&mut v4, &[0; 8])
+            .unwrap();
+        assert!(!may_be_fragment(&v4));
+        v4[6] |= 0x20; // MF
+        assert!(may_be_fragment(&v4));
+        v4[6] = 0;
+        v4[7] = 1; // offset 8
+        assert!(may_be_fragment(&v4));
+        assert!(!may_be_fragment(&[]));
     }
 
     #[test]
