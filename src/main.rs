@@ -14,7 +14,7 @@ use tunstack::pcap::PcapObserver;
 use tunstack::phy::TunDevice;
 use tunstack::phy::wait::read_fd;
 use tunstack::phy::{FaultConfig, FaultyDevice};
-use tunstack::runtime::{self, App};
+use tunstack::runtime::{self, App, RunOptions};
 use tunstack::smoltcp::time::{Duration, Instant};
 use tunstack::trace::{self, Observers, Tracer};
 use tunstack::{SocketId, Stack, StackConfig};
@@ -92,9 +92,12 @@ fn serve(
     stack: &Stack,
     app: &mut dyn App,
 ) -> tunstack::Result<i32> {
-    let control = ControlServer::bind(&args.tun)
-        .inspect_err(|err| log::warn!("tunstack ss will not work: {err}"))
-        .ok();
+    let options = RunOptions {
+        control: ControlServer::bind(&args.tun)
+            .inspect_err(|err| log::warn!("tunstack ss will not work: {err}"))
+            .ok(),
+        busy_poll: Duration::from_micros(args.busy_poll_us),
+    };
     let faults = FaultConfig {
         drop_pct: args.drop_pct,
         corrupt_pct: args.corrupt_pct,
@@ -103,7 +106,7 @@ fn serve(
     };
     if faults.is_none() {
         let mut device = device;
-        return runtime::run(stack, &mut device, app, control.as_ref());
+        return runtime::run(stack, &mut device, app, &options);
     }
     log::info!(
         "faults: drop {}%, corrupt {}%, duplicate {}%, seed {}",
@@ -113,7 +116,7 @@ fn serve(
         faults.seed
     );
     let mut device = FaultyDevice::new(device, faults);
-    runtime::run(stack, &mut device, app, control.as_ref())
+    runtime::run(stack, &mut device, app, &options)
 }
 
 fn run_echo(args: EchoArgs) -> tunstack::Result<i32> {
