@@ -214,14 +214,14 @@ del_ns() {
 }
 
 # Client-side address aliases and sysctls, the same for both setups: extra source
-# addresses for the scale test, all ports usable, TIME_WAIT ports reusable by connect().
+# addresses (scale test, connection rate), and all ports usable as ephemeral ports.
 client_side() {
     local ns="$1" dev="$2" i
     for ((i = SOURCES_FIRST; i <= SOURCES_LAST; i++)); do
         ip -n "$ns" addr add "192.168.69.$i/24" dev "$dev" || die "cannot add 192.168.69.$i to $dev in $ns"
     done
-    ip netns exec "$ns" sysctl -q -w net.ipv4.ip_local_port_range="1024 65535" net.ipv4.tcp_tw_reuse=1 \
-        || die "cannot set sysctls in $ns"
+    ip netns exec "$ns" sysctl -q -w net.ipv4.ip_local_port_range="1024 65535" \
+        || die "cannot set the port range in $ns"
 }
 
 # The tunstack setup: TUN tun0 with the host side in namespace $ns_tun.
@@ -367,7 +367,8 @@ latency_and_rates() {
                 measure "$side" $((udp_secs + 20)) udp-rate --target "$TARGET" --size "$size" \
                     --window 64 --secs "$udp_secs"
             done
-            measure "$side" $((rate_secs + 30)) conn-rate --target "$TARGET" --secs "$rate_secs"
+            measure "$side" $((rate_secs + 30)) conn-rate --target "$TARGET" --sources "$SOURCES" \
+                --secs "$rate_secs"
         done
     done
 }
@@ -425,7 +426,8 @@ elapsed=$((SECONDS - started))
     for note in "${notes[@]}"; do
         echo "- $note"
     done
-    echo "- round trips, UDP echo rate and connection rate at MTU 1500; UDP rate keeps 64 datagrams in flight"
+    echo "- round trips, UDP echo rate and connection rate at MTU 1500; UDP rate keeps 64 datagrams in flight;"
+    echo "  connection rate and scale tests connect from $SOURCES in turn"
     echo
     "$BENCH" report "$results"
     if ((${#failures[@]} > 0)); then

@@ -122,6 +122,9 @@ enum Command {
     ConnRate {
         #[arg(long)]
         target: SocketAddr,
+        /// Source addresses used in turn, as for scale.
+        #[arg(long, value_parser = parse_sources)]
+        sources: Option<Sources>,
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
     },
@@ -263,7 +266,14 @@ fn run(command: Command, recorder: &Recorder) -> io::Result<()> {
             },
             recorder,
         ),
-        Command::ConnRate { target, secs } => conn_rate::run(target, secs, recorder),
+        Command::ConnRate {
+            target,
+            sources,
+            secs,
+        } => {
+            let sources = sources.map(|s| s.0).unwrap_or_default();
+            conn_rate::run(target, &sources, secs, recorder)
+        }
         Command::Scale(args) => scale::run(&scale_options(args), recorder),
         Command::ScaleWorker {
             target,
