@@ -41,6 +41,15 @@ pub fn endpoint(ep: IpEndpoint) -> String {
     }
 }
 
+/// A listen endpoint as a std address; the wildcard shows as `[::]`.
+pub fn listen_socket_addr(ep: IpListenEndpoint) -> std::net::SocketAddr {
+    let ip = ep.addr.map_or(
+        std::net::Ipv6Addr::UNSPECIFIED.into(),
+        std::net::IpAddr::from,
+    );
+    std::net::SocketAddr::new(ip, ep.port)
+}
+
 /// Formats a listen endpoint; the wildcard address prints as `*`.
 pub fn listen_endpoint(ep: IpListenEndpoint) -> String {
     match ep.addr {

@@ -28,20 +28,10 @@ pub(super) fn whole_transport(
         TransportSlice::Igmp(igmp) => igmp.slice(),
     };
     let view = match transport {
-        TransportSlice::Tcp(tcp) => tcp_view(
-            tcp.source_port(),
-            tcp.destination_port(),
-            &TcpFlags {
-                syn: tcp.syn(),
-                ack: tcp.ack(),
-                fin: tcp.fin(),
-                rst: tcp.rst(),
-                psh: tcp.psh(),
-            },
-            (tcp.sequence_number(), tcp.acknowledgment_number()),
-            tcp.window_size(),
-            tcp.payload().len(),
-        ),
+        TransportSlice::Tcp(tcp) => match TcpHeaderSlice::from_slice(tcp.header_slice()) {
+            Ok(header) => tcp_view(&header, tcp.payload().len()),
+            Err(err) => return Err(Malformed(err.to_string())),
+        },
         TransportSlice::Udp(udp) => Transport::Udp {
             src_port: udp.source_port(),
             dst_port: udp.destination_port(),
@@ -70,21 +60,20 @@ pub(super) fn whole_transport(
     Ok((view, ok))
 }
 
-fn tcp_view(
-    src_port: u16,
-    dst_port: u16,
-    flags: &TcpFlags,
-    (seq, ack): (u32, u32),
-    window: u16,
-    payload_len: usize,
-) -> Transport {
+fn tcp_view(tcp: &TcpHeaderSlice<'_>, payload_len: usize) -> Transport {
     Transport::Tcp {
-        src_port,
-        dst_port,
-        flags: *flags,
-        seq,
-        ack,
-        window,
+        src_port: tcp.source_port(),
+        dst_port: tcp.destination_port(),
+        flags: TcpFlags {
+            syn: tcp.syn(),
+            ack: tcp.ack(),
+            fin: tcp.fin(),
+            rst: tcp.rst(),
+            psh: tcp.psh(),
+        },
+        seq: tcp.sequence_number(),
+        ack: tcp.acknowledgment_number(),
+        window: tcp.window_size(),
         payload_len,
     }
 }
@@ -93,20 +82,7 @@ fn tcp_view(
 pub(super) fn first_fragment_transport(protocol: u8, payload: &[u8]) -> Transport {
     match protocol {
         6 => match TcpHeaderSlice::from_slice(payload) {
-            Ok(tcp) => tcp_view(
-                tcp.source_port(),
-                tcp.destination_port(),
-                &TcpFlags {
-                    syn: tcp.syn(),
-                    ack: tcp.ack(),
-                    fin: tcp.fin(),
-                    rst: tcp.rst(),
-                    psh: tcp.psh(),
-                },
-                (tcp.sequence_number(), tcp.acknowledgment_number()),
-                tcp.window_size(),
-                payload.len().saturating_sub(tcp.slice().len()),
-            ),
+            Ok(tcp) => tcp_view(&tcp, payload.len().saturating_sub(tcp.slice().len())),
             Err(_) => Transport::Fragment,
         },
         17 => match UdpSlice::from_slice_lax(payload) {

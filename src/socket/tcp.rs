@@ -3,13 +3,13 @@
 //! Every call is non-blocking: `Err(Error::WouldBlock)` means wait for readiness.
 
 use crate::error::{Error, Result};
-use crate::flow::{SocketId, SocketPair, endpoint, listen_endpoint};
+use crate::flow::{SocketId, SocketPair, endpoint, listen_endpoint, listen_socket_addr};
 use crate::stack::{EntryKind, Inner, Listener, Phase, Stack, TcpEntry};
 use smoltcp::socket::tcp::{self, State};
 use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use std::collections::VecDeque;
 use std::io;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 /// A listening socket: `<tcp, ip, port>`. Each client that completes the handshake becomes
 /// a new data socket sharing this ip:port, told apart by its socket pair.
@@ -87,11 +87,7 @@ impl TcpListener {
 
     /// The endpoint listened on; the wildcard shows as `[::]`.
     pub fn local_addr(&self) -> SocketAddr {
-        let ip = self
-            .endpoint
-            .addr
-            .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), IpAddr::from);
-        SocketAddr::new(ip, self.endpoint.port)
+        listen_socket_addr(self.endpoint)
     }
 
     /// The id [`Stack::take_ready`] reports when a connection is ready to accept.

@@ -3,11 +3,11 @@
 
 use super::tcp::listen_endpoint_of;
 use crate::error::{Error, Result};
-use crate::flow::{SocketId, listen_endpoint};
-use crate::stack::{EntryKind, Stack, UdpEntry};
+use crate::flow::{SocketId, listen_endpoint, listen_socket_addr};
+use crate::stack::{EntryKind, Inner, Stack, UdpEntry};
 use smoltcp::socket::udp;
 use smoltcp::wire::IpEndpoint;
-use std::net::{IpAddr, Ipv6Addr, SocketAddr};
+use std::net::SocketAddr;
 
 /// A UDP socket bound to `<ip, port>` on the stack.
 ///
@@ -75,14 +75,7 @@ impl UdpSocket {
         if inner.send_udp_v6_fragmented(self.endpoint, target, buf)? {
             return Ok(buf.len());
         }
-        let Some(socket) = inner
-            .sockets
-            .get_mut(self.id.0)
-            .and_then(|e| e.udp_mut())
-            .and_then(|u| u.socket.as_mut())
-        else {
-            return Err(Error::NotConnected);
-        };
+        let socket = udp_socket(&mut inner, self.id)?;
         if buf.len() > socket.payload_send_capacity() {
             return Err(Error::Unaddressable(format!(
                 "datagram of {} bytes exceeds the send buffer",
@@ -104,14 +97,7 @@ impl UdpSocket {
     /// Takes the oldest datagram: its length (truncated to `buf`, like `recvfrom`) and sender.
     pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
         let mut inner = self.stack.inner();
-        let Some(socket) = inner
-            .sockets
-            .get_mut(self.id.0)
-            .and_then(|e| e.udp_mut())
-            .and_then(|u| u.socket.as_mut())
-        else {
-            return Err(Error::NotConnected);
-        };
+        let socket = udp_socket(&mut inner, self.id)?;
         match socket.recv() {
             Ok((payload, meta)) => {
                 let n = payload.len().min(buf.len());
@@ -124,17 +110,22 @@ impl UdpSocket {
 
     /// The bound endpoint; the wildcard shows as `[::]`.
     pub fn local_addr(&self) -> SocketAddr {
-        let ip = self
-            .endpoint
-            .addr
-            .map_or(IpAddr::V6(Ipv6Addr::UNSPECIFIED), IpAddr::from);
-        SocketAddr::new(ip, self.endpoint.port)
+        listen_socket_addr(self.endpoint)
     }
 
     /// The id [`Stack::take_ready`] reports when a datagram arrives.
     pub fn id(&self) -> SocketId {
         self.id
     }
+}
+
+fn udp_socket(inner: &mut Inner, id: SocketId) -> Result<&mut udp::Socket<'static>> {
+    inner
+        .sockets
+        .get_mut(id.0)
+        .and_then(|e| e.udp_mut())
+        .and_then(|u| u.socket.as_mut())
+        .ok_or(Error::NotConnected)
 }
 
 impl Drop for UdpSocket {
