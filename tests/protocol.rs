@@ -259,3 +259,57 @@ fn listener_and_udp_endpoints_cannot_be_bound_twice() {
         Err(Error::Unaddressable(_))
     ));
 }
+
+#[test]
+fn a_client_that_never_reads_gets_a_closed_window_and_memory_stays_bounded() {
+    let mut pair = Pair::with_echo(4);
+    let stream = TcpStream::connect(&pair.client.stack, addr(SERVER4, 7)).unwrap();
+    pair.run_until("connected", 1000, |_| stream.is_connected());
+    let chunk = vec![0x5a; 16 * 1024];
+    let mut written = 0usize;
+    let mut last_progress = pair.now;
+    // Keep writing, never read: once both directions' buffers are full, nothing moves.
+    // (Stop after 5 quiet virtual seconds: two smoltcp peers that both advertise a zero
+    // window end up probing each other out of window and abort after the 60 s user
+    // timeout, which a Linux peer does not provoke.)
+    pair.run_until("writes stall", 100_000, |p| {
+        match stream.write(&chunk) {
+            Ok(n) => {
+                written += n;
+                last_progress = p.now;
+            }
+            Err(Error::WouldBlock) => {}
+            Err(err) => panic!("{err} at {}", p.now),
+        }
+        p.now > last_progress + Duration::from_secs(5)
+    });
+    let buffer = StackConfig::default().tcp_buffer;
+    let table = pair.server.stack.socket_table();
+    let row = table
+        .iter()
+        .find(|r| r.state == "ESTABLISHED")
+        .expect("server data socket");
+    assert_eq!(
+        row.recv_queue, buffer,
+        "server receive buffer should be full: {row:?}"
+    );
+    assert_eq!(
+        row.send_queue, buffer,
+        "server send buffer should be full: {row:?}"
+    );
+    // What the client got rid of fits in the buffers along the way, no more: echo keeps
+    // no private copy, so the stack holds at most its sockets' buffers.
+    assert!(
+        written <= 4 * buffer,
+        "wrote {written} bytes into a stalled connection"
+    );
+    // Reading resumes the flow.
+    let mut buf = vec![0u8; 65536];
+    let mut echoed = 0;
+    pair.run_until("echo resumes", 100_000, |_| {
+        while let Ok(n @ 1..) = stream.read(&mut buf) {
+            echoed += n;
+        }
+        echoed >= written
+    });
+}
