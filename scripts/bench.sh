@@ -404,6 +404,7 @@ scale_tests() {
 }
 
 started=$SECONDS
+load_before="$(cut -d' ' -f1-3 /proc/loadavg)"
 if enabled throughput || enabled latency; then
     at_mtu 1500 "$tcp_buffer"
 fi
@@ -420,6 +421,8 @@ elapsed=$((SECONDS - started))
     echo "# tunstack benchmark"
     echo
     echo "- date: $(date -u '+%Y-%m-%d %H:%M UTC'); took ${elapsed} s"
+    echo "- load average (1, 5, 15 min) before: $load_before; after: $(cut -d' ' -f1-3 /proc/loadavg)" \
+        "(anything else running on the machine skews these numbers)"
     echo "- machine: $(nproc) CPU ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)), kernel $(uname -r)"
     echo "- command: scripts/$PROG $original_args"
     echo "- medians of $runs run(s) unless noted; tunstack runs with RUST_LOG=warn; CPU placement: --pin $pin"
