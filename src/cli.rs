@@ -71,6 +71,10 @@ pub struct StackArgs {
     /// Receive and send buffer of each TCP connection, in bytes.
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
     pub tcp_buffer: usize,
+    /// Abort a connection whose peer stays silent this long while a SYN, data or FIN of
+    /// ours awaits its answer (idle connections never time out).
+    #[arg(long, default_value_t = 60.0, value_name = "SECS")]
+    pub tcp_timeout: f64,
     /// After traffic, keep polling the TUN without sleeping for this many microseconds
     /// before blocking: lower latency while packets flow, no cost when idle. 0 = off.
     #[arg(long, default_value_t = 50, value_name = "MICROS")]

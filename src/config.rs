@@ -32,7 +32,8 @@ pub struct StackConfig {
     /// Half-open connections (SYN queue) a listener keeps, at least its backlog. When full,
     /// the oldest is evicted so a SYN flood cannot lock real clients out.
     pub syn_backlog: usize,
-    /// A connection with unacknowledged data and no word from the peer for this long is aborted.
+    /// A connection whose peer is silent this long while our SYN, data or FIN awaits its
+    /// answer is aborted (RST, `TimedOut`). Idle connections never time out.
     pub tcp_timeout: Duration,
     /// An incomplete IP fragment train is dropped after this long.
     pub reassembly_timeout: Duration,

@@ -313,3 +313,49 @@ fn a_client_that_never_reads_gets_a_closed_window_and_memory_stays_bounded() {
         echoed >= written
     });
 }
+
+#[test]
+fn an_idle_connection_lives_on_and_a_vanished_peer_is_reaped_at_the_timeout() {
+    let mut pair = Pair::with_echo(4);
+    let baseline = pair.server.stack.socket_count();
+    let idle = TcpStream::connect(&pair.client.stack, addr(SERVER4, 7)).unwrap();
+    pair.run_until("connected", 1000, |_| idle.is_connected());
+    assert_eq!(echo_through(&mut pair, &idle, b"hello"), b"hello");
+    pair.settle(Duration::from_secs(1)); // the last ACK goes out: nothing outstanding
+    pair.now += Duration::from_secs(300); // five quiet minutes, far past the timeout
+    pair.settle(Duration::from_secs(1));
+    assert!(idle.is_connected(), "an idle connection timed out");
+    assert_eq!(echo_through(&mut pair, &idle, b"still here"), b"still here");
+    pair.settle(Duration::from_secs(1));
+
+    let doomed = TcpStream::connect(&pair.client.stack, addr(SERVER4, 7)).unwrap();
+    pair.run_until("connected", 1000, |_| doomed.is_connected());
+    doomed.write(&[1; 1000]).unwrap();
+    let doomed_local = tunstack::flow::endpoint(doomed.socket_pair().local);
+    // Until the server's echo is on its way (queued, not yet acknowledged)...
+    pair.run_until("echo in flight", 1000, |p| {
+        let table = p.server.stack.socket_table();
+        table
+            .iter()
+            .any(|r| r.remote == doomed_local && r.send_queue > 0)
+    });
+    let vanished_at = pair.now;
+    // The client vanishes: from now on nothing crosses the link either way.
+    pair.run_until("server reaps the vanished peer", 100_000, |p| {
+        while p.client.link.recv_raw().is_some() {}
+        while p.server.link.recv_raw().is_some() {}
+        p.server.stack.socket_count() == baseline + 1
+    });
+    let took = pair.now - vanished_at;
+    let timeout = StackConfig::default().tcp_timeout;
+    assert!(
+        took >= timeout && took <= timeout + Duration::from_secs(2),
+        "reaped after {took}"
+    );
+    assert!(
+        idle.is_connected(),
+        "the idle connection must not be touched: {:?} {:?}",
+        idle.state(),
+        idle.take_error()
+    );
+}

@@ -287,6 +287,20 @@ mod tests {
     }
 
     #[test]
+    fn tcp_options_smoltcp_rejects_are_malformed() {
+        let mut header = etherparse::TcpHeader::new(40000, 7, 1000, 64240);
+        header.syn = true;
+        header.set_options_raw(&[3, 2, 0, 0]).unwrap(); // window scale with length 2
+        let mut packet = Vec::new();
+        PacketBuilder::ipv4([192, 168, 69, 1], [192, 168, 69, 2], 64)
+            .tcp_header(header)
+            .write(&mut packet, &[])
+            .unwrap();
+        let err = classify(&packet).unwrap_err();
+        assert!(err.0.contains("options"), "{err}");
+    }
+
+    #[test]
     fn lying_total_length_is_malformed() {
         let mut packet = tcp_syn_v4(&[]);
         packet[2] = 0xff;

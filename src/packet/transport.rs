@@ -28,10 +28,13 @@ pub(super) fn whole_transport(
         TransportSlice::Igmp(igmp) => igmp.slice(),
     };
     let view = match transport {
-        TransportSlice::Tcp(tcp) => match TcpHeaderSlice::from_slice(tcp.header_slice()) {
-            Ok(header) => tcp_view(&header, tcp.payload().len()),
-            Err(err) => return Err(Malformed(err.to_string())),
-        },
+        TransportSlice::Tcp(tcp) => {
+            smoltcp_accepts_tcp(tcp.slice(), src, dst)?;
+            match TcpHeaderSlice::from_slice(tcp.header_slice()) {
+                Ok(header) => tcp_view(&header, tcp.payload().len()),
+                Err(err) => return Err(Malformed(err.to_string())),
+            }
+        }
         TransportSlice::Udp(udp) => Transport::Udp {
             src_port: udp.source_port(),
             dst_port: udp.destination_port(),
@@ -58,6 +61,18 @@ pub(super) fn whole_transport(
         }
     };
     Ok((view, ok))
+}
+
+/// smoltcp silently ignores a segment its parser rejects (bad options, ...): run that
+/// same parser here, so such a segment is counted and described instead of costing a socket.
+fn smoltcp_accepts_tcp(segment: &[u8], src: IpAddress, dst: IpAddress) -> Result<(), Malformed> {
+    use smoltcp::phy::ChecksumCapabilities;
+    use smoltcp::wire::{TcpPacket, TcpRepr};
+    let packet =
+        TcpPacket::new_checked(segment).map_err(|_| Malformed("tcp header truncated".into()))?;
+    TcpRepr::parse(&packet, &src, &dst, &ChecksumCapabilities::ignored())
+        .map(|_| ())
+        .map_err(|_| Malformed("tcp header or options rejected".into()))
 }
 
 fn tcp_view(tcp: &TcpHeaderSlice<'_>, payload_len: usize) -> Transport {

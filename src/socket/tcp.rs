@@ -169,13 +169,14 @@ impl TcpStream {
         socket
             .connect(inner.iface.context(), pair.remote, pair.local)
             .map_err(|e| Error::Unaddressable(format!("connect {pair}: {e}")))?;
-        let id = inner.insert(EntryKind::Tcp(TcpEntry {
-            socket: Some(socket),
+        let (timeout, now) = (inner.config.tcp_timeout, inner.now);
+        let id = inner.insert(EntryKind::Tcp(TcpEntry::new(
+            socket,
             pair,
-            phase: Phase::Owned,
-            error: None,
-            was_established: false,
-        }));
+            Phase::Owned,
+            timeout,
+            now,
+        )));
         inner.flows.insert_tcp(pair, id);
         inner.mark_dirty(id);
         log::info!("tcp: connecting {pair}");
@@ -248,12 +249,14 @@ impl TcpStream {
     }
 
     /// Aborts the connection (or the attempt) when the peer stays silent this long with
-    /// data or a SYN outstanding; the stack's default is `StackConfig::tcp_timeout`.
+    /// a SYN, data or FIN outstanding; the stack's default is `StackConfig::tcp_timeout`.
+    /// An idle connection with nothing outstanding never times out.
     pub fn set_timeout(&self, timeout: smoltcp::time::Duration) {
-        self.with_socket(|socket, _| {
-            socket.set_timeout(Some(timeout));
-            ((), false)
-        });
+        let mut inner = self.stack.inner();
+        if let Some(entry) = inner.sockets.get_mut(self.id.0).and_then(|e| e.tcp_mut()) {
+            entry.timeout = timeout;
+        }
+        inner.mark_dirty(self.id);
     }
 
     /// True once the handshake completed (and until the connection is gone).

@@ -59,6 +59,7 @@ impl Inner {
     }
 
     fn egress_socket<D: Device>(&mut self, now: Instant, device: &mut D, id: SocketId) -> bool {
+        self.enforce_timeout(now, id);
         let state_before = self.tcp_state(id);
         let Some(handle) = self.lend(id) else {
             return false;
@@ -91,11 +92,19 @@ impl Inner {
             };
             self.schedule(id, at);
         }
+        let give_up_at = self
+            .sockets
+            .get_mut(id.0)
+            .and_then(|e| e.tcp_mut())
+            .and_then(|t| {
+                t.update_waiting(now);
+                t.give_up_at()
+            });
+        if let Some(at) = give_up_at {
+            self.schedule(id, at.max(now + Duration::from_millis(1)));
+        }
         let state_after = self.tcp_state(id);
         if state_before.is_some() {
-            if state_after == Some(State::Closed) && state_before != Some(State::TimeWait) {
-                self.note_error(id, ErrorCause::TimedOut);
-            }
             self.refresh_tcp(id, state_before != state_after);
         }
         rounds > 0
@@ -123,6 +132,22 @@ impl Inner {
                 now,
             };
             phy::TxToken::consume(tap, packet.len(), |buf| buf.copy_from_slice(&packet));
+        }
+    }
+
+    /// The user timeout: a peer silent for `timeout` while something of ours awaits its
+    /// answer is gone; the connection is aborted (RST) and reports `TimedOut`.
+    fn enforce_timeout(&mut self, now: Instant, id: SocketId) {
+        let Some(tcp) = self.sockets.get_mut(id.0).and_then(|e| e.tcp_mut()) else {
+            return;
+        };
+        tcp.update_waiting(now);
+        if tcp.give_up_at().is_some_and(|at| now >= at)
+            && let Some(socket) = tcp.socket.as_mut()
+        {
+            socket.abort();
+            self.note_error(id, ErrorCause::TimedOut);
+            self.mark_ready(id);
         }
     }
 

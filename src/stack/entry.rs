@@ -5,7 +5,7 @@
 use crate::error::Error;
 use crate::flow::SocketPair;
 use smoltcp::socket::{tcp, udp};
-use smoltcp::time::Instant;
+use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpListenEndpoint;
 use std::collections::VecDeque;
 
@@ -62,6 +62,66 @@ pub(crate) struct TcpEntry {
     pub error: Option<ErrorCause>,
     /// The handshake completed at some point.
     pub was_established: bool,
+    /// Abort when a SYN, data or FIN is outstanding and the peer is silent this long.
+    pub timeout: Duration,
+    /// When the peer was last heard from (any segment routed to this socket).
+    pub last_heard: Instant,
+    /// Since when something of ours has been waiting for the peer (None: nothing is).
+    pub waiting_since: Option<Instant>,
+}
+
+impl TcpEntry {
+    /// A new entry for `socket`, heard from `now`.
+    pub fn new(
+        socket: tcp::Socket<'static>,
+        pair: SocketPair,
+        phase: Phase,
+        timeout: Duration,
+        now: Instant,
+    ) -> TcpEntry {
+        TcpEntry {
+            socket: Some(socket),
+            pair,
+            phase,
+            error: None,
+            was_established: false,
+            timeout,
+            last_heard: now,
+            waiting_since: None,
+        }
+    }
+
+    /// Something of ours awaits the peer's answer: a SYN, data, or a FIN.
+    pub fn awaits_peer(&self) -> bool {
+        self.socket.as_ref().is_some_and(|s| {
+            (s.send_queue() > 0 && !matches!(s.state(), tcp::State::Closed | tcp::State::TimeWait))
+                || matches!(
+                    s.state(),
+                    tcp::State::SynSent
+                        | tcp::State::SynReceived
+                        | tcp::State::FinWait1
+                        | tcp::State::Closing
+                        | tcp::State::LastAck
+                )
+        })
+    }
+
+    /// Notes whether something awaits the peer, and since when; the clock starts when we
+    /// begin to wait, not at the last word from the peer (an idle connection may have been
+    /// quiet for hours before it sends).
+    pub fn update_waiting(&mut self, now: Instant) {
+        if self.awaits_peer() {
+            self.waiting_since.get_or_insert(now);
+        } else {
+            self.waiting_since = None;
+        }
+    }
+
+    /// The moment the user timeout fires, if something awaits the peer.
+    pub fn give_up_at(&self) -> Option<Instant> {
+        self.waiting_since
+            .map(|since| since.max(self.last_heard) + self.timeout)
+    }
 }
 
 pub(crate) struct UdpEntry {

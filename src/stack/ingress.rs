@@ -144,7 +144,7 @@ impl Inner {
         }
         if let Some((id, handle)) = lent {
             self.unlend(id, handle);
-            self.after_ingress(id, route.info.as_ref(), udp_queue_before);
+            self.after_ingress(id, route.info.as_ref(), udp_queue_before, now);
         }
     }
 
@@ -262,13 +262,14 @@ impl Inner {
         if socket.listen(endpoint).is_err() {
             return Route::to(Verdict::NoSocketRst { syn: true }, None);
         }
-        let id = self.insert(EntryKind::Tcp(TcpEntry {
-            socket: Some(socket),
+        let entry = TcpEntry::new(
+            socket,
             pair,
-            phase: Phase::SynQueue(listener_id),
-            error: None,
-            was_established: false,
-        }));
+            Phase::SynQueue(listener_id),
+            self.config.tcp_timeout,
+            self.now,
+        );
+        let id = self.insert(EntryKind::Tcp(entry));
         self.flows.insert_tcp(pair, id);
         let listen_ep = match self
             .sockets
@@ -340,6 +341,7 @@ impl Inner {
         id: SocketId,
         info: Option<&PacketInfo>,
         udp_before: Option<usize>,
+        now: Instant,
     ) {
         let rst = matches!(
             info.map(|i| i.transport),
@@ -353,6 +355,7 @@ impl Inner {
         };
         match &mut entry.kind {
             EntryKind::Tcp(tcp) => {
+                tcp.last_heard = now;
                 let closed = tcp
                     .socket
                     .as_ref()
@@ -437,7 +440,6 @@ impl Inner {
             tcp::SocketBuffer::new(vec![0; size]),
             tcp::SocketBuffer::new(vec![0; size]),
         );
-        socket.set_timeout(Some(self.config.tcp_timeout));
         socket.set_nagle_enabled(false);
         socket.set_congestion_control(tcp::CongestionControl::Cubic);
         socket

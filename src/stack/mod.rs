@@ -72,6 +72,8 @@ pub(crate) struct Inner {
     pub reassembler: reassembly::Reassembler,
     /// Packets built outside smoltcp (IPv6 fragments of a big echo reply), sent at egress.
     pub raw_tx: VecDeque<Vec<u8>>,
+    /// The `now` of the latest poll: the birth time of sockets made between polls.
+    pub now: Instant,
     rng: u64,
 }
 
@@ -121,6 +123,7 @@ impl Stack {
             scratch: SocketSet::new(Vec::new()),
             reassembler: reassembly::Reassembler::new(config.reassembly_timeout),
             raw_tx: VecDeque::new(),
+            now,
             rng,
             config,
         };
@@ -138,6 +141,7 @@ impl Stack {
     /// anything happened (sockets may be ready: see [`Stack::take_ready`]).
     pub fn poll<D: Device>(&self, now: Instant, device: &mut D) -> bool {
         let mut inner = self.inner();
+        inner.now = now;
         let received = inner.ingress(now, device, INGRESS_BUDGET);
         let sent = inner.egress(now, device);
         received > 0 || sent
