@@ -126,9 +126,8 @@ if details="$(link_details)"; then
     fi
     uid="$(id -u "$user")"
     owner_ok=false
+    # Always an explicit owner: a device without one may be attached by any local user.
     if grep -Eq " user ($user|$uid) " <<<"$details"; then
-        owner_ok=true
-    elif ((uid == 0)) && ! grep -q ' user ' <<<"$details"; then
         owner_ok=true
     fi
     if grep -q ' pi on ' <<<"$details" || grep -q 'multi_queue' <<<"$details" || ! $owner_ok; then
@@ -143,11 +142,8 @@ else
 fi
 
 if [[ -z "$details" ]]; then
-    if [[ "$(id -u "$user")" -eq 0 ]]; then
-        run ip tuntap add dev "$tun" mode tun
-    else
-        run ip tuntap add dev "$tun" mode tun user "$user"
-    fi
+    # An explicit owner even for root: without one, the kernel lets any user attach.
+    run ip tuntap add dev "$tun" mode tun user "$user"
     echo "$PROG: created TUN device $tun for user '$user'"
 fi
 
