@@ -106,10 +106,10 @@ done
 # ---- sizes: full run or --quick ----
 if $quick; then
     runs="${runs:-1}" conns="${conns:-1000}" idle_conns="${idle_conns:-1000}" idle_secs="${idle_secs:-3}"
-    secs=1 rtt_count=1000 ping_count=200 udp_secs=1 rate_secs=1 scale_rtt_count=500
+    secs=1 rtt_count=1000 ping_count=200 udp_secs=1 rate_secs=1 scale_rtt_count=1000
 else
     runs="${runs:-3}" conns="${conns:-100000}" idle_conns="${idle_conns:-10000}" idle_secs="${idle_secs:-10}"
-    secs=3 rtt_count=10000 ping_count=1000 udp_secs=2 rate_secs=3 scale_rtt_count=2000
+    secs=3 rtt_count=10000 ping_count=1000 udp_secs=2 rate_secs=3 scale_rtt_count=5000
 fi
 need_integer --runs "$runs"
 need_integer --conns "$conns"
@@ -152,6 +152,16 @@ if $build; then
     (cd "$REPO" && cargo build --release --bins --quiet) || die "cargo build --release --bins failed"
 fi
 [[ -x "$TUNSTACK" && -x "$BENCH" ]] || die "missing $TUNSTACK or $BENCH (cargo build --release --bins)"
+# Which tunstack is measured: the commit, whether src/ had uncommitted changes, the build time.
+describe_build() {
+    local head dirty=""
+    head="$(git -C "$REPO" rev-parse --short HEAD 2>/dev/null)" || head="unknown"
+    if [[ -n "$(git -C "$REPO" status --porcelain -- src Cargo.toml Cargo.lock 2>/dev/null)" ]]; then
+        dirty=" with uncommitted changes in src/"
+    fi
+    echo "HEAD $head$dirty; binary built $(date -u -r "$TUNSTACK" '+%Y-%m-%d %H:%M:%S UTC')"
+}
+build_description="$(describe_build)"
 
 # One fd per connection, in the client and in the kernel echo server. Where the hard
 # limit is low (no CAP_SYS_RESOURCE), the scale client spreads its connections over
@@ -375,32 +385,34 @@ latency_and_rates() {
 
 # Scale tests against tunstack (fresh server each), then optionally against the kernel.
 scale_tests() {
-    local phase_timeout=300 limit
+    local phase_timeout=300 limit run
     limit=$((2 * phase_timeout + idle_secs + 120))
     say "== scale: $conns connections; idle CPU with $idle_conns (tunstack --tcp-buffer $scale_tcp_buffer) =="
     setup_tun 1500
-    start_tunstack "tunstack-scale" --tcp-buffer "$scale_tcp_buffer"
-    measure tunstack "$limit" scale --target "$TARGET" --sources "$SOURCES" --conns "$conns" \
-        --rtt-count "$scale_rtt_count" --server-pid "$server_pid" --phase-timeout "$phase_timeout"
-    stop_server "$server_pid"
-    start_tunstack "tunstack-idle" --tcp-buffer "$scale_tcp_buffer"
-    measure tunstack "$limit" --tag "idle test" scale --target "$TARGET" --sources "$SOURCES" \
-        --conns "$idle_conns" \
-        --rtt-count "$scale_rtt_count" --server-pid "$server_pid" --idle-secs "$idle_secs" \
-        --phase-timeout "$phase_timeout"
-    stop_server "$server_pid"
-    del_ns "$ns_tun"
-    notes+=("scale: tunstack echo --tcp-buffer $scale_tcp_buffer (MTU 1500), a fresh server per test; client sources $SOURCES, 64 connects in flight; 1 run")
     if $kernel_scale; then
         # Connections spread over the processes by hash: leave each a wide margin.
         setup_veth 1500
         start_kernel_echo scale $(((conns + nofile / 2 - 1) / (nofile / 2)))
-        measure kernel "$limit" scale --target "$TARGET" --sources "$SOURCES" --conns "$conns" \
-            --rtt-count "$scale_rtt_count" --phase-timeout "$phase_timeout"
-        stop_all
-        del_ns "$ns_client"
-        del_ns "$ns_server"
     fi
+    for ((run = 1; run <= runs; run++)); do
+        start_tunstack "tunstack-scale-$run" --tcp-buffer "$scale_tcp_buffer"
+        measure tunstack "$limit" scale --target "$TARGET" --sources "$SOURCES" --conns "$conns" \
+            --rtt-count "$scale_rtt_count" --server-pid "$server_pid" --phase-timeout "$phase_timeout"
+        stop_server "$server_pid"
+        if $kernel_scale; then
+            measure kernel "$limit" scale --target "$TARGET" --sources "$SOURCES" --conns "$conns" \
+                --rtt-count "$scale_rtt_count" --phase-timeout "$phase_timeout"
+        fi
+    done
+    start_tunstack "tunstack-idle" --tcp-buffer "$scale_tcp_buffer"
+    measure tunstack "$limit" --tag "idle test" scale --target "$TARGET" --sources "$SOURCES" \
+        --conns "$idle_conns" --rtt-count "$scale_rtt_count" --server-pid "$server_pid" \
+        --idle-secs "$idle_secs" --phase-timeout "$phase_timeout"
+    stop_all
+    del_ns "$ns_tun"
+    del_ns "$ns_client"
+    del_ns "$ns_server"
+    notes+=("scale: tunstack echo --tcp-buffer $scale_tcp_buffer (MTU 1500), a fresh server per run; kernel: kernel-echo processes sharing the port: $(((conns + nofile / 2 - 1) / (nofile / 2))) (fd limit $nofile); 64 connects in flight; the idle test runs once")
 }
 
 started=$SECONDS
@@ -425,6 +437,7 @@ elapsed=$((SECONDS - started))
         "(anything else running on the machine skews these numbers)"
     echo "- machine: $(nproc) CPU ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)), kernel $(uname -r)"
     echo "- command: scripts/$PROG $original_args"
+    echo "- tunstack: $build_description"
     echo "- medians of $runs run(s) unless noted; tunstack runs with RUST_LOG=warn; CPU placement: --pin $pin"
     for note in "${notes[@]}"; do
         echo "- $note"
