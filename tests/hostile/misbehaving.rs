@@ -4,7 +4,8 @@
 use crate::common::{Capture, ECHO_PORT, Netns, STACK_V4, TempDir, poll_until};
 use crate::hostile::clients::{Session, Stream};
 use crate::hostile::{
-    Report, RssWatch, USER_TIMEOUT, assert_survived, nft_load, python, script, stack_pid, start,
+    Report, RssWatch, USER_TIMEOUT, USER_TIMEOUT_ARGS, assert_survived, nft_load, python, script,
+    stack_pid, start,
 };
 use std::io::{BufRead, BufReader};
 use std::process::Stdio;
@@ -139,7 +140,7 @@ fn a_peer_that_stops_reading_gets_a_zero_window_and_bounded_memory() {
 #[test]
 fn a_vanished_peer_is_reaped_with_memory_bounded() {
     let test = "vanished";
-    let Some((netns, mut stack)) = start(test, &[]) else {
+    let Some((netns, mut stack)) = start(test, &USER_TIMEOUT_ARGS) else {
         return;
     };
     let dir = TempDir::new(test);
@@ -200,10 +201,10 @@ fn a_vanished_peer_is_reaped_with_memory_bounded() {
 #[test]
 fn an_idle_live_peer_outlasts_the_tcp_timeout() {
     let test = "idle";
-    let Some((netns, mut stack)) = start(test, &[]) else {
+    let Some((netns, mut stack)) = start(test, &USER_TIMEOUT_ARGS) else {
         return;
     };
-    let idle = USER_TIMEOUT.as_secs() * 2;
+    let idle = USER_TIMEOUT.as_secs() * 2 + 30; // nc -w: nc itself must outlast the wait
     let mut session = Session::open_idle(&netns, STACK_V4, idle);
     session.echo(b"before the quiet spell\n");
     let idle_from = Instant::now();

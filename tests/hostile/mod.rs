@@ -166,7 +166,9 @@ pub const ACCEPT_BACKLOG: u64 = 128;
 pub const SLACK_KIB: u64 = 16 * 1024;
 
 /// The stack's default TCP timeout (`StackConfig::tcp_timeout`).
-pub const USER_TIMEOUT: Duration = Duration::from_secs(60);
+pub const USER_TIMEOUT: Duration = Duration::from_secs(5);
+/// `tunstack echo` flags that set [`USER_TIMEOUT`].
+pub const USER_TIMEOUT_ARGS: [&str; 2] = ["--tcp-timeout", "5"];
 
 /// Loads an nft ruleset into the namespace.
 pub fn nft_load(netns: &Netns, dir: &TempDir, name: &str, rules: &str) {
