@@ -35,6 +35,10 @@ pub struct Options {
     pub phase_timeout: Duration,
 }
 
+/// Quiet time before each RTT measurement, so it sees idle connections only (after the
+/// echo phase, 100k delayed ACKs are still arriving for a few tens of milliseconds).
+const SETTLE: Duration = Duration::from_secs(1);
+
 /// File descriptors a worker keeps free for itself.
 const SPARE_FDS: u64 = 200;
 
@@ -54,6 +58,7 @@ pub fn run(options: &Options, recorder: &Recorder) -> io::Result<()> {
     if !idle_test {
         let source = options.sources.first().copied();
         let mut stream = net::connect(options.target, source, options.phase_timeout)?;
+        std::thread::sleep(SETTLE);
         let alone = tcp_round_trips(&mut stream, options.rtt_count)?;
         probe = Some((stream, alone));
     }
@@ -74,6 +79,7 @@ pub fn run(options: &Options, recorder: &Recorder) -> io::Result<()> {
     recorder.record(&metric, "conns", failed)?;
 
     if let Some((mut stream, mut alone)) = probe {
+        std::thread::sleep(SETTLE);
         let mut crowded = tcp_round_trips(&mut stream, options.rtt_count)?;
         record_rtts(recorder, n, &mut alone, &mut crowded)?;
     }
