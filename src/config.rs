@@ -29,15 +29,22 @@ pub struct StackConfig {
     pub udp_packets: usize,
     /// Ports `connect()` and `bind(port 0)` pick from.
     pub ephemeral_ports: RangeInclusive<u16>,
-    /// Half-open connections (SYN queue) a listener keeps, at least its backlog. When full,
-    /// the oldest is evicted so a SYN flood cannot lock real clients out.
+    /// Half-open connections (SYN queue) a listener keeps as sockets. When full, SYNs are
+    /// answered with SYN cookies, so a SYN flood cannot lock real clients out. With
+    /// `syn_cookies` off, the SYN queue holds at least the listener's backlog, and when full
+    /// its oldest half-open connection is evicted instead.
     pub syn_backlog: usize,
+    /// Answer SYNs beyond a full SYN queue with SYN cookies (RFC 4987 §3.6): no socket until
+    /// the client's ACK returns the cookie. The connection keeps the client's window scale
+    /// and SACK; its MSS is rounded down to one of eight values (536 ... 1460, 8960).
+    pub syn_cookies: bool,
     /// A connection whose peer is silent this long while our SYN, data or FIN awaits its
     /// answer is aborted (RST, `TimedOut`). Idle connections never time out.
     pub tcp_timeout: Duration,
     /// An incomplete IP fragment train is dropped after this long.
     pub reassembly_timeout: Duration,
-    /// Seed for ISNs and port choice; fixed in tests for reproducible runs.
+    /// Seed for ISNs, port choice and the SYN-cookie key; fixed in tests for reproducible
+    /// runs, random in the binary (a known seed lets anyone forge SYN cookies).
     pub random_seed: u64,
 }
 
@@ -51,6 +58,7 @@ impl Default for StackConfig {
             udp_packets: 256,
             ephemeral_ports: 49152..=65535,
             syn_backlog: 256,
+            syn_cookies: true,
             tcp_timeout: Duration::from_secs(60),
             reassembly_timeout: Duration::from_secs(10),
             random_seed: 0x7475_6e73_7461_636b,

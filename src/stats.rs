@@ -19,8 +19,11 @@ pub enum DropReason {
     TtlZero,
     /// The listener's accept queue is full.
     BacklogFull,
-    /// A half-open connection evicted to make room in a full SYN queue.
+    /// A half-open connection evicted to make room in a full SYN queue (only with SYN
+    /// cookies off: see [`StackConfig::syn_cookies`](crate::StackConfig::syn_cookies)).
     SynQueueEvicted,
+    /// An ACK for no connection, while SYN cookies are in use, whose cookie did not check.
+    BadCookie,
     /// The UDP socket's receive buffer had no room.
     UdpBufferFull,
     /// A protocol the stack does not speak.
@@ -29,7 +32,7 @@ pub enum DropReason {
 
 impl DropReason {
     /// All reasons, in display order.
-    pub const ALL: [DropReason; 9] = [
+    pub const ALL: [DropReason; 10] = [
         DropReason::Malformed,
         DropReason::BadChecksum,
         DropReason::NotForUs,
@@ -37,6 +40,7 @@ impl DropReason {
         DropReason::TtlZero,
         DropReason::BacklogFull,
         DropReason::SynQueueEvicted,
+        DropReason::BadCookie,
         DropReason::UdpBufferFull,
         DropReason::UnknownProtocol,
     ];
@@ -51,6 +55,7 @@ impl DropReason {
             DropReason::TtlZero => "ttl-zero",
             DropReason::BacklogFull => "backlog-full",
             DropReason::SynQueueEvicted => "syn-queue-evicted",
+            DropReason::BadCookie => "bad-cookie",
             DropReason::UdpBufferFull => "udp-buffer-full",
             DropReason::UnknownProtocol => "unknown-protocol",
         }
@@ -76,8 +81,12 @@ pub struct Stats {
     pub rst_sent: u64,
     /// ICMP errors that aborted a connection attempt.
     pub icmp_errors: u64,
+    /// SYN-ACKs carrying a SYN cookie, sent because a listener's SYN queue was full.
+    pub syn_cookies_sent: u64,
+    /// Connections made from an ACK that returned a valid cookie.
+    pub syn_cookies_accepted: u64,
     /// Drops, indexed like [`DropReason::ALL`].
-    pub drops: [u64; 9],
+    pub drops: [u64; 10],
 }
 
 impl Stats {
@@ -113,6 +122,11 @@ impl fmt::Display for Stats {
             f,
             "connections: established {}, reaped {}, rst sent {}, icmp errors {}",
             self.tcp_established, self.tcp_reaped, self.rst_sent, self.icmp_errors
+        )?;
+        writeln!(
+            f,
+            "syn cookies: sent {}, accepted {}",
+            self.syn_cookies_sent, self.syn_cookies_accepted
         )?;
         write!(f, "drops:")?;
         for (reason, count) in DropReason::ALL.iter().zip(self.drops) {

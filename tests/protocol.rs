@@ -3,6 +3,7 @@
 mod sim;
 
 use sim::{CLIENT4, Pair, SERVER4, addr, client_config};
+use tunstack::app::EchoServer;
 use tunstack::smoltcp::time::Duration;
 use tunstack::stats::DropReason;
 use tunstack::{Error, StackConfig, TcpListener, TcpStream, UdpSocket};
@@ -358,4 +359,60 @@ fn an_idle_connection_lives_on_and_a_vanished_peer_is_reaped_at_the_timeout() {
         idle.state(),
         idle.take_error()
     );
+}
+
+#[test]
+fn with_a_one_socket_syn_queue_simultaneous_clients_connect_by_cookie_and_echo_intact() {
+    let server = StackConfig {
+        syn_backlog: 1,
+        ..StackConfig::default()
+    };
+    let mut pair = Pair::new(server, client_config());
+    pair.echo = Some(EchoServer::bind(&pair.server.stack, addr("::", 7), 64).unwrap());
+    let baseline = pair.server.stack.socket_count();
+    let clients = 24;
+    let streams: Vec<TcpStream> = (0..clients)
+        .map(|i| {
+            let server = if i % 2 == 0 { SERVER4 } else { "fd69::2" };
+            TcpStream::connect(&pair.client.stack, addr(server, 7)).unwrap()
+        })
+        .collect();
+    pair.run_until("all connected", 5000, |_| {
+        streams.iter().all(|s| s.is_connected())
+    });
+    let data: Vec<Vec<u8>> = (0..clients)
+        .map(|i| pseudo_random(100_000, i as u32 + 1))
+        .collect();
+    let mut sent = vec![0; clients];
+    let mut echoed = vec![Vec::new(); clients];
+    let mut buf = vec![0; 8192];
+    pair.run_until("every echo complete", 200_000, |_| {
+        for (i, stream) in streams.iter().enumerate() {
+            if sent[i] < data[i].len()
+                && let Ok(n) = stream.write(&data[i][sent[i]..])
+            {
+                sent[i] += n;
+            }
+            while let Ok(n @ 1..) = stream.read(&mut buf) {
+                echoed[i].extend_from_slice(&buf[..n]);
+            }
+        }
+        echoed.iter().all(|e| e.len() >= 100_000)
+    });
+    for (i, (echo, data)) in echoed.iter().zip(&data).enumerate() {
+        assert!(echo == data, "client {i}: echo differs from what it sent");
+    }
+    drop(streams);
+    pair.settle(Duration::from_secs(30));
+    assert_eq!(
+        pair.server.stack.socket_count(),
+        baseline,
+        "sockets left behind"
+    );
+    let stats = pair.server.stack.stats();
+    assert_eq!(stats.syn_cookies_sent, clients as u64 - 1, "{stats}");
+    assert_eq!(stats.syn_cookies_accepted, clients as u64 - 1, "{stats}");
+    assert_eq!(stats.tcp_established, clients as u64, "{stats}");
+    assert_eq!(stats.tcp_reaped, clients as u64, "{stats}");
+    assert_eq!(stats.total_drops(), 0, "{stats}");
 }

@@ -1,11 +1,13 @@
 //! A hand-driven peer on the in-memory link: exact segments built with etherparse, the
 //! stack's answers parsed back. For the cases two real stacks would never produce.
 
-use etherparse::{PacketBuilder, SlicedPacket, TransportSlice};
+use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+use std::cell::RefCell;
+use std::rc::Rc;
 use tunstack::phy::MemoryLink;
 use tunstack::smoltcp::time::{Duration, Instant};
 use tunstack::stats::DropReason;
-use tunstack::{Error, Stack, StackConfig, TcpListener};
+use tunstack::{Error, PacketObserver, Stack, StackConfig, TcpListener, Verdict};
 
 const PEER: [u8; 4] = [192, 168, 69, 1];
 const US: [u8; 4] = [192, 168, 69, 2];
@@ -15,30 +17,60 @@ struct Peer {
     device: MemoryLink,
     wire: MemoryLink,
     now: Instant,
+    /// Every packet the peer received, as it came off the link.
+    received: Vec<Vec<u8>>,
 }
 
-/// What the stack sent back: (flags as "SA"/"A"/"R"/..., seq, ack, payload length).
+/// What the stack sent back: (flags as "SA"/"A"/"R"/..., seq, ack, payload length), with
+/// the window field and the options.
 #[derive(Debug, Clone, PartialEq)]
 struct Seg {
     flags: String,
     seq: u32,
     ack: u32,
     len: usize,
+    window: u16,
+    options: Vec<TcpOptionElement>,
 }
+
+/// The options a Linux client puts in its SYN.
+const LINUX_SYN: [TcpOptionElement; 4] = [
+    TcpOptionElement::MaximumSegmentSize(1460),
+    TcpOptionElement::SelectiveAcknowledgementPermitted,
+    TcpOptionElement::Noop,
+    TcpOptionElement::WindowScale(7),
+];
 
 impl Peer {
     fn new() -> Peer {
+        Peer::with_config(StackConfig::default())
+    }
+
+    fn with_config(config: StackConfig) -> Peer {
         let (mut device, wire) = MemoryLink::pair(1500);
-        let stack = Stack::new(StackConfig::default(), &mut device, Instant::ZERO);
+        let stack = Stack::new(config, &mut device, Instant::ZERO);
         Peer {
             stack,
             device,
             wire,
             now: Instant::ZERO,
+            received: Vec::new(),
         }
     }
 
     fn send(&mut self, sport: u16, seq: u32, ack: Option<u32>, flags: &str, payload: &[u8]) {
+        self.send_with(sport, seq, ack, flags, payload, &[]);
+    }
+
+    fn send_with(
+        &mut self,
+        sport: u16,
+        seq: u32,
+        ack: Option<u32>,
+        flags: &str,
+        payload: &[u8],
+        options: &[TcpOptionElement],
+    ) {
         let mut builder = PacketBuilder::ipv4(PEER, US, 64).tcp(sport, 80, seq, 64240);
         for flag in flags.chars() {
             builder = match flag {
@@ -52,6 +84,7 @@ impl Peer {
         if let Some(ack) = ack {
             builder = builder.ack(ack);
         }
+        let builder = builder.options(options).unwrap();
         let mut packet = Vec::new();
         builder.write(&mut packet, payload).unwrap();
         self.wire.send_raw(packet);
@@ -62,6 +95,7 @@ impl Peer {
         self.stack.poll(self.now, &mut self.device);
         let mut out = Vec::new();
         while let Some(packet) = self.wire.recv_raw() {
+            self.received.push(packet.clone());
             let sliced = SlicedPacket::from_ip(&packet).unwrap();
             if let Some(TransportSlice::Tcp(tcp)) = sliced.transport {
                 let mut flags = String::new();
@@ -80,6 +114,8 @@ impl Peer {
                     seq: tcp.sequence_number(),
                     ack: tcp.acknowledgment_number(),
                     len: tcp.payload().len(),
+                    window: tcp.window_size(),
+                    options: tcp.options_iterator().map(|o| o.unwrap()).collect(),
                 });
             }
         }
@@ -185,8 +221,11 @@ fn bad_checksum_is_counted_and_unanswered() {
 }
 
 #[test]
-fn syn_flood_evicts_oldest_half_open_and_a_real_client_still_connects() {
-    let mut peer = Peer::new();
+fn without_cookies_a_syn_flood_evicts_the_oldest_half_open_and_a_real_client_connects() {
+    let mut peer = Peer::with_config(StackConfig {
+        syn_cookies: false,
+        ..StackConfig::default()
+    });
     let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 16).unwrap();
     let syn_backlog = StackConfig::default().syn_backlog;
     for port in 0..(2 * syn_backlog as u16) {
@@ -205,4 +244,255 @@ fn syn_flood_evicts_oldest_half_open_and_a_real_client_still_connects() {
     peer.handshake(50000);
     let (stream, _) = listener.accept().expect("a real client during the flood");
     assert!(stream.is_connected());
+}
+
+/// What the stack reported to its observer: the packets it sent and its verdicts.
+#[derive(Default)]
+struct Recorder {
+    outbound: Vec<Vec<u8>>,
+    verdicts: Vec<Verdict>,
+}
+
+struct Shared(Rc<RefCell<Recorder>>);
+
+impl PacketObserver for Shared {
+    fn inbound(&mut self, _now: Instant, _packet: &[u8], verdict: &Verdict) {
+        self.0.borrow_mut().verdicts.push(verdict.clone());
+    }
+
+    fn outbound(&mut self, _now: Instant, packet: &[u8]) {
+        self.0.borrow_mut().outbound.push(packet.to_vec());
+    }
+}
+
+/// MSS, window scale and SACK-permitted as offered in `options`.
+fn offered(options: &[TcpOptionElement]) -> (Option<u16>, Option<u8>, bool) {
+    let mut offer = (None, None, false);
+    for option in options {
+        match option {
+            TcpOptionElement::MaximumSegmentSize(mss) => offer.0 = Some(*mss),
+            TcpOptionElement::WindowScale(shift) => offer.1 = Some(*shift),
+            TcpOptionElement::SelectiveAcknowledgementPermitted => offer.2 = true,
+            _ => {}
+        }
+    }
+    offer
+}
+
+/// Twice the SYN queue's worth of SYNs that never complete; returns the SYN queue size.
+fn syn_flood(peer: &mut Peer) -> usize {
+    let syn_backlog = StackConfig::default().syn_backlog;
+    for port in 0..(2 * syn_backlog as u16) {
+        peer.send(10_000 + port, 7, None, "S", &[]);
+        peer.exchange();
+    }
+    syn_backlog
+}
+
+impl Peer {
+    /// Exchanges, lets `ms` of virtual time pass (delayed ACKs), exchanges again.
+    fn exchange_for(&mut self, ms: u64) -> Vec<Seg> {
+        let mut segments = self.exchange();
+        self.now += Duration::from_millis(ms);
+        segments.extend(self.exchange());
+        segments
+    }
+}
+
+#[test]
+fn syn_flood_is_answered_with_cookies_and_a_cookie_connection_works() {
+    // A socket's own SYN-ACK, on a stack without a flood: what a cookie SYN-ACK must offer.
+    let mut reference = Peer::new();
+    let _reference = TcpListener::bind(&reference.stack, "0.0.0.0:80".parse().unwrap(), 16);
+    reference.send_with(40000, 1000, None, "S", &[], &LINUX_SYN);
+    let normal = reference.exchange().remove(0);
+
+    let mut peer = Peer::new();
+    let recorder = Rc::new(RefCell::new(Recorder::default()));
+    peer.stack.set_observer(Box::new(Shared(recorder.clone())));
+    let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 16).unwrap();
+    let syn_backlog = syn_flood(&mut peer);
+    assert_eq!(
+        peer.stack.socket_count(),
+        1 + syn_backlog,
+        "SYN queue past its bound"
+    );
+    assert_eq!(peer.stack.stats().syn_cookies_sent, syn_backlog as u64);
+    assert_eq!(peer.stack.stats().drops_for(DropReason::SynQueueEvicted), 0);
+
+    // A real client: the SYN-ACK carries a cookie, and no socket waits for the ACK.
+    peer.send_with(50000, 1000, None, "S", &[], &LINUX_SYN);
+    let synack = peer.exchange();
+    assert_eq!(synack.len(), 1, "{synack:?}");
+    let (cookie, synack) = (synack[0].seq, &synack[0]);
+    assert_eq!((synack.flags.as_str(), synack.ack), ("SA", 1001));
+    assert_eq!(peer.stack.stats().syn_cookies_sent, syn_backlog as u64 + 1);
+    assert_eq!(
+        peer.stack.socket_count(),
+        1 + syn_backlog,
+        "a cookie cost a socket"
+    );
+    assert_eq!(
+        (synack.window, offered(&synack.options)),
+        (normal.window, offered(&normal.options)),
+        "a cookie SYN-ACK must offer what a socket's SYN-ACK offers"
+    );
+    // The client missed it and sends its SYN again: the same cookie.
+    peer.send_with(50000, 1000, None, "S", &[], &LINUX_SYN);
+    assert_eq!(peer.exchange()[0].seq, cookie);
+
+    // The ACK returns the cookie: an established connection in the accept queue.
+    peer.send(50000, 1001, Some(cookie.wrapping_add(1)), "A", &[]);
+    assert!(peer.exchange().is_empty());
+    assert_eq!(peer.stack.stats().syn_cookies_accepted, 1);
+    let (stream, remote) = listener.accept().expect("the cookie connection");
+    assert_eq!(remote, "192.168.69.1:50000".parse().unwrap());
+    assert!(stream.is_connected());
+
+    // Data in: acknowledged in the sequence space the peer knows.
+    peer.send(50000, 1001, Some(cookie.wrapping_add(1)), "PA", b"hello");
+    let acks = peer.exchange_for(50);
+    assert!(
+        acks.iter()
+            .any(|s| s.ack == 1006 && s.seq == cookie.wrapping_add(1)),
+        "no ACK of the 5 bytes from seq cookie+1: {acks:?}"
+    );
+    let mut buf = [0u8; 16];
+    assert_eq!(stream.read(&mut buf).unwrap(), 5);
+    assert_eq!(&buf[..5], b"hello");
+
+    // Data out: numbered from the cookie.
+    stream.write(b"world!").unwrap();
+    let out = peer.exchange();
+    let data = out.iter().find(|s| s.len == 6).expect("our 6 bytes");
+    assert_eq!((data.seq, data.ack), (cookie.wrapping_add(1), 1006));
+    peer.send(50000, 1006, Some(cookie.wrapping_add(7)), "A", &[]);
+    peer.exchange();
+
+    // Close: our FIN follows our data, the peer's FIN is acknowledged.
+    drop(stream);
+    let fin = peer.exchange_for(50);
+    let fin = fin.iter().find(|s| s.flags.contains('F')).expect("our FIN");
+    assert_eq!((fin.seq, fin.ack), (cookie.wrapping_add(7), 1006));
+    peer.send(50000, 1006, Some(cookie.wrapping_add(8)), "FA", &[]);
+    let last = peer.exchange_for(50);
+    assert!(
+        last.iter()
+            .any(|s| s.ack == 1007 && s.seq == cookie.wrapping_add(8)),
+        "no ACK of the peer's FIN: {last:?}"
+    );
+    // TIME-WAIT passes; the socket is reaped, the half-open flood is still there.
+    for _ in 0..12 {
+        peer.now += Duration::from_secs(1);
+        peer.exchange();
+    }
+    let table = peer.stack.socket_table();
+    assert!(
+        !table.iter().any(|row| row.remote == "192.168.69.1:50000"),
+        "cookie connection not reaped"
+    );
+    assert_eq!(peer.stack.socket_count(), 1 + syn_backlog);
+
+    // The observer (trace, pcap) saw exactly what went on the wire.
+    let recorder = recorder.borrow();
+    assert_eq!(
+        recorder.outbound, peer.received,
+        "observer and wire disagree"
+    );
+    assert!(
+        recorder
+            .verdicts
+            .iter()
+            .any(|v| matches!(v, Verdict::SynCookie { .. }))
+            && recorder
+                .verdicts
+                .iter()
+                .any(|v| matches!(v, Verdict::CookieAccepted { .. }))
+    );
+}
+
+#[test]
+fn a_forged_cookie_is_dropped_and_makes_no_socket() {
+    let mut peer = Peer::new();
+    let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 16).unwrap();
+    // Before any cookie went out, an ACK for no connection gets RST as always.
+    peer.send(50001, 2001, Some(0x1234_5678), "A", &[]);
+    let rst = peer.exchange();
+    assert_eq!(rst.len(), 1);
+    assert_eq!((rst[0].flags.as_str(), rst[0].seq), ("R", 0x1234_5678));
+
+    let syn_backlog = syn_flood(&mut peer);
+    peer.send(50001, 2001, Some(0x1234_5678), "A", &[]);
+    assert!(
+        peer.exchange().is_empty(),
+        "a bad cookie is dropped, not answered"
+    );
+    // A real cookie is bound to its pair and its client's ISN.
+    peer.send_with(50002, 3000, None, "S", &[], &LINUX_SYN);
+    let cookie = peer.exchange()[0].seq;
+    peer.send(50003, 3001, Some(cookie.wrapping_add(1)), "A", &[]);
+    peer.send(50002, 4001, Some(cookie.wrapping_add(1)), "A", &[]);
+    peer.send(50002, 3001, Some(cookie.wrapping_add(2)), "A", &[]);
+    assert!(peer.exchange().is_empty());
+    assert_eq!(peer.stack.stats().drops_for(DropReason::BadCookie), 4);
+    assert_eq!(peer.stack.stats().syn_cookies_accepted, 0);
+    assert_eq!(
+        peer.stack.socket_count(),
+        1 + syn_backlog,
+        "a bad cookie made a socket"
+    );
+    assert!(matches!(listener.accept(), Err(Error::WouldBlock)));
+    // The genuine ACK still gets in.
+    peer.send(50002, 3001, Some(cookie.wrapping_add(1)), "A", &[]);
+    peer.exchange();
+    let (stream, _) = listener.accept().expect("the genuine cookie");
+    assert!(stream.is_connected());
+}
+
+#[test]
+fn a_cookie_ack_meeting_a_full_accept_queue_is_dropped_and_the_retransmission_gets_in() {
+    let mut peer = Peer::with_config(StackConfig {
+        syn_backlog: 0, // every connection by cookie
+        ..StackConfig::default()
+    });
+    let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 1).unwrap();
+    let mut cookies = Vec::new();
+    for port in [51000, 51001] {
+        peer.send_with(port, 1000, None, "S", &[], &LINUX_SYN);
+        cookies.push(peer.exchange()[0].seq);
+    }
+    assert_eq!(
+        peer.stack.socket_count(),
+        1,
+        "syn_backlog 0: no half-open socket"
+    );
+    for (port, cookie) in [51000, 51001].into_iter().zip(&cookies) {
+        peer.send(port, 1001, Some(cookie.wrapping_add(1)), "A", &[]);
+    }
+    // Later data of the second connection does not check as a cookie: dropped, no RST.
+    peer.send(
+        51001,
+        1101,
+        Some(cookies[1].wrapping_add(1)),
+        "PA",
+        b"later",
+    );
+    assert!(peer.exchange().is_empty());
+    let stats = peer.stack.stats();
+    assert_eq!(stats.drops_for(DropReason::BacklogFull), 1);
+    assert_eq!(stats.drops_for(DropReason::BadCookie), 1);
+    let (first, _) = listener.accept().unwrap();
+    // The client resends from its first byte: that checks, and the backlog has room now.
+    peer.send(
+        51001,
+        1001,
+        Some(cookies[1].wrapping_add(1)),
+        "PA",
+        &[b'x'; 100],
+    );
+    let ack = peer.exchange_for(50);
+    assert!(ack.iter().any(|s| s.ack == 1101), "{ack:?}");
+    let (second, remote) = listener.accept().expect("the second connection");
+    assert_eq!(remote.port(), 51001);
+    assert!(first.is_connected() && second.is_connected());
 }

@@ -1,12 +1,18 @@
 //! Packet classification: turns untrusted IP bytes into a [`PacketInfo`] (addresses, ports,
 //! TCP flags, fragment identity, checksum validity) with etherparse's checked parsers.
 //! The flow table, the counters and the packet trace all read this one description.
+//! `segment` builds and rewrites the few TCP segments the stack makes itself (SYN cookies).
 
+mod segment;
 mod transport;
 
 use etherparse::{Ipv6ExtensionSlice, NetSlice, SlicedPacket, checksum::Sum16BitWords};
 use smoltcp::wire::{IpAddress, Ipv4Address, Ipv6Address};
 use transport::{first_fragment_transport, whole_transport};
+
+pub(crate) use segment::{
+    Segment, SeqField, SynOptions, shift_tcp, syn_options, syn_segment, tcp_numbers,
+};
 
 /// TCP control flags of a segment, as carried on the wire.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

@@ -1,8 +1,11 @@
 //! The devices the interface sees: a one-packet device for ingress (the packet we already
 //! read, plus the transmit token it came with) and a transmit-only tap for egress. Both
-//! route every outbound packet through the meter: counters, trace, pcap.
+//! route every outbound packet through the meter: counters, trace, pcap — after shifting
+//! the sequence number of a SYN-cookie connection's segments to what the peer knows. A sink
+//! collects what a socket sends before it is on the wire (a cookie connection's SYN-ACK).
 
 use super::Meter;
+use crate::packet::{SeqField, shift_tcp};
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 
@@ -46,18 +49,28 @@ impl<'p, T: phy::TxToken> Device for OnePacket<'p, T> {
     }
 }
 
-/// A transmit token that counts (and shows the observer) what it sends.
+/// A transmit token that counts (and shows the observer) what it sends. A non-zero
+/// `seq_offset` (a SYN-cookie connection's) is taken off the TCP sequence number first.
 pub(super) struct TapTx<'m, T> {
     pub inner: T,
     pub meter: &'m mut Meter,
     pub now: Instant,
+    pub seq_offset: u32,
 }
 
 impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let TapTx { inner, meter, now } = self;
+        let TapTx {
+            inner,
+            meter,
+            now,
+            seq_offset,
+        } = self;
         inner.consume(len, |buf| {
             let result = f(buf);
+            if seq_offset != 0 {
+                shift_tcp(buf, SeqField::Seq, seq_offset.wrapping_neg());
+            }
             meter.outbound(now, buf);
             result
         })
@@ -69,6 +82,8 @@ impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
 pub(super) struct Tap<'d, 'm, D> {
     pub device: &'d mut D,
     pub meter: &'m mut Meter,
+    /// The lent socket's [`TcpEntry::seq_offset`](super::TcpEntry::seq_offset), or 0.
+    pub seq_offset: u32,
 }
 
 impl<D: Device> Device for Tap<'_, '_, D> {
@@ -91,10 +106,51 @@ impl<D: Device> Device for Tap<'_, '_, D> {
             inner,
             meter: self.meter,
             now,
+            seq_offset: self.seq_offset,
         })
     }
 
     fn capabilities(&self) -> DeviceCapabilities {
         self.device.capabilities()
+    }
+}
+
+/// A transmit-only device that keeps every packet instead of sending it.
+pub(super) struct Sink {
+    pub packets: Vec<Vec<u8>>,
+    pub caps: DeviceCapabilities,
+}
+
+pub(super) struct SinkTx<'s>(pub &'s mut Vec<Vec<u8>>);
+
+impl phy::TxToken for SinkTx<'_> {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        let mut packet = vec![0; len];
+        let result = f(&mut packet);
+        self.0.push(packet);
+        result
+    }
+}
+
+impl Device for Sink {
+    type RxToken<'a>
+        = PacketRx<'a>
+    where
+        Self: 'a;
+    type TxToken<'a>
+        = SinkTx<'a>
+    where
+        Self: 'a;
+
+    fn receive(&mut self, _now: Instant) -> Option<(PacketRx<'_>, SinkTx<'_>)> {
+        None
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<SinkTx<'_>> {
+        Some(SinkTx(&mut self.packets))
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.caps.clone()
     }
 }

@@ -53,14 +53,18 @@ impl Inner {
             meter,
             ..
         } = self;
-        iface.poll_egress(now, &mut Tap { device, meter }, scratch)
-            == PollResult::SocketStateChanged
-            || sent
+        let mut tap = Tap {
+            device,
+            meter,
+            seq_offset: 0,
+        };
+        iface.poll_egress(now, &mut tap, scratch) == PollResult::SocketStateChanged || sent
     }
 
     fn egress_socket<D: Device>(&mut self, now: Instant, device: &mut D, id: SocketId) -> bool {
         self.enforce_timeout(now, id);
         let state_before = self.tcp_state(id);
+        let seq_offset = self.seq_offset(id);
         let Some(handle) = self.lend(id) else {
             return false;
         };
@@ -72,7 +76,11 @@ impl Inner {
                 meter,
                 ..
             } = self;
-            let mut tap = Tap { device, meter };
+            let mut tap = Tap {
+                device,
+                meter,
+                seq_offset,
+            };
             while rounds < EGRESS_BURST
                 && iface.poll_egress(now, &mut tap, scratch) == PollResult::SocketStateChanged
             {
@@ -111,13 +119,14 @@ impl Inner {
     }
 
     /// Queues packets made outside smoltcp for the next egress (bounded: a flood of big
-    /// pings cannot grow it without limit).
-    pub(crate) fn queue_raw(&mut self, packets: Vec<Vec<u8>>) {
+    /// pings cannot grow it without limit). Returns false if they were dropped.
+    pub(crate) fn queue_raw(&mut self, packets: Vec<Vec<u8>>) -> bool {
         if self.raw_tx.len() + packets.len() > RAW_TX_LIMIT {
             log::debug!("egress: raw queue full, {} packets dropped", packets.len());
-            return;
+            return false;
         }
         self.raw_tx.extend(packets);
+        true
     }
 
     fn send_raw<D: Device>(&mut self, now: Instant, device: &mut D) {
@@ -130,6 +139,7 @@ impl Inner {
                 inner: token,
                 meter: &mut self.meter,
                 now,
+                seq_offset: 0,
             };
             phy::TxToken::consume(tap, packet.len(), |buf| buf.copy_from_slice(&packet));
         }
@@ -159,6 +169,14 @@ impl Inner {
             entry.deadline = Some(at);
             self.timers.push(Reverse((at, id)));
         }
+    }
+
+    /// The sequence-number offset of a SYN-cookie connection; 0 for any other socket.
+    pub(super) fn seq_offset(&self, id: SocketId) -> u32 {
+        self.sockets
+            .get(id.0)
+            .and_then(|e| e.tcp())
+            .map_or(0, |t| t.seq_offset)
     }
 
     fn tcp_state(&self, id: SocketId) -> Option<State> {

@@ -68,6 +68,11 @@ pub(crate) struct TcpEntry {
     pub last_heard: Instant,
     /// Since when something of ours has been waiting for the peer (None: nothing is).
     pub waiting_since: Option<Instant>,
+    /// SYN-cookie connections only: the socket's ISN minus the cookie the peer saw as ours.
+    /// Inbound ACK numbers are shifted up by it, outbound sequence numbers down. Zero for
+    /// every other connection: then nothing is rewritten (nor need it be, for the rare
+    /// cookie connection whose socket picked the cookie itself as ISN).
+    pub seq_offset: u32,
 }
 
 impl TcpEntry {
@@ -88,6 +93,7 @@ impl TcpEntry {
             timeout,
             last_heard: now,
             waiting_since: None,
+            seq_offset: 0,
         }
     }
 

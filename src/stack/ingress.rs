@@ -3,34 +3,38 @@
 //! that holds only that one socket — so the interface's linear scan is over one item.
 
 use super::device::{OnePacket, TapTx};
+use super::handshake::Arrival;
 use super::reassembly::Reassembly;
-use super::{EntryKind, ErrorCause, Inner, Phase, TcpEntry, Verdict};
+use super::{EntryKind, ErrorCause, Inner, Verdict};
 use crate::flow::{SocketId, SocketPair};
-use crate::packet::{PacketInfo, QuotedFlow, TcpFlags, Transport, classify};
+use crate::packet::{PacketInfo, QuotedFlow, SeqField, TcpFlags, Transport, classify, shift_tcp};
 use crate::stats::DropReason;
 use smoltcp::iface::SocketHandle;
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::socket::{Socket, tcp};
 use smoltcp::time::Instant;
-use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
+use smoltcp::wire::{IpAddress, IpEndpoint};
 
 /// Where one inbound packet goes.
-struct Route {
-    verdict: Verdict,
-    target: Option<SocketId>,
-    info: Option<PacketInfo>,
+pub(super) struct Route {
+    pub verdict: Verdict,
+    pub target: Option<SocketId>,
+    pub info: Option<PacketInfo>,
+    /// The target's [`TcpEntry::seq_offset`](super::TcpEntry::seq_offset), or 0.
+    pub seq_offset: u32,
 }
 
 impl Route {
-    fn to(verdict: Verdict, target: Option<SocketId>) -> Route {
+    pub fn to(verdict: Verdict, target: Option<SocketId>) -> Route {
         Route {
             verdict,
             target,
             info: None,
+            seq_offset: 0,
         }
     }
 
-    fn drop(reason: DropReason, detail: impl Into<String>) -> Route {
+    pub fn drop(reason: DropReason, detail: impl Into<String>) -> Route {
         Route::to(Verdict::dropped(reason, detail), None)
     }
 }
@@ -88,7 +92,7 @@ impl Inner {
         tx: T,
         caps: &DeviceCapabilities,
     ) {
-        let route = self.route(packet);
+        let route = self.route(packet, caps);
         if wire.len() == packet.len() {
             self.observe(now, wire, &route.verdict);
         } else {
@@ -108,7 +112,7 @@ impl Inner {
                 );
                 return;
             }
-            Verdict::StrayRst => return,
+            Verdict::StrayRst | Verdict::SynCookie { .. } => return,
             Verdict::NoSocketRst { .. } => self.meter.stats.rst_sent += 1,
             Verdict::Icmp if packet.len() > caps.max_transmission_unit => {
                 // smoltcp cannot fragment IPv6: a big echo reply is made and split here.
@@ -124,31 +128,54 @@ impl Inner {
         }
         let lent = route.target.and_then(|id| self.lend(id).map(|h| (id, h)));
         let udp_queue_before = lent.and_then(|(id, _)| self.udp_recv_queue(id));
-        {
-            let Inner {
-                iface,
-                scratch,
-                meter,
-                ..
-            } = self;
-            let mut one = OnePacket {
-                packet,
-                tx: Some(TapTx {
-                    inner: tx,
-                    meter,
-                    now,
-                }),
-                caps: caps.clone(),
-            };
-            iface.poll_ingress_single(now, &mut one, scratch);
-        }
+        self.feed(now, packet, tx, caps, route.seq_offset);
         if let Some((id, handle)) = lent {
             self.unlend(id, handle);
             self.after_ingress(id, route.info.as_ref(), udp_queue_before, now);
         }
     }
 
-    fn route(&mut self, packet: &[u8]) -> Route {
+    /// Runs the interface on `packet` with the sockets lent to the scratch set; replies go
+    /// out through `tx`. For a SYN-cookie connection (`seq_offset` not 0) the socket sees
+    /// the ACK number in its own sequence space, and the peer sees ours in the cookie's.
+    fn feed<T: phy::TxToken>(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        tx: T,
+        caps: &DeviceCapabilities,
+        seq_offset: u32,
+    ) {
+        let mut rewritten = std::mem::take(&mut self.rewrite);
+        let packet = if seq_offset != 0 {
+            rewritten.clear();
+            rewritten.extend_from_slice(packet);
+            shift_tcp(&mut rewritten, SeqField::Ack, seq_offset);
+            &rewritten[..]
+        } else {
+            packet
+        };
+        let Inner {
+            iface,
+            scratch,
+            meter,
+            ..
+        } = self;
+        let mut one = OnePacket {
+            packet,
+            tx: Some(TapTx {
+                inner: tx,
+                meter,
+                now,
+                seq_offset,
+            }),
+            caps: caps.clone(),
+        };
+        iface.poll_ingress_single(now, &mut one, scratch);
+        self.rewrite = rewritten;
+    }
+
+    fn route(&mut self, packet: &[u8], caps: &DeviceCapabilities) -> Route {
         let info = match classify(packet) {
             Ok(info) => info,
             Err(err) => return Route::drop(DropReason::Malformed, err.0),
@@ -167,15 +194,7 @@ impl Inner {
         }
         let mut route = match (info.fragment, info.transport) {
             (Some(_), _) => Route::to(Verdict::FragmentQueued, None),
-            (
-                None,
-                Transport::Tcp {
-                    src_port,
-                    dst_port,
-                    flags,
-                    ..
-                },
-            ) => self.route_tcp(&info, (src_port, dst_port), flags),
+            (None, Transport::Tcp { .. }) => self.route_tcp(&info, packet, caps),
             (
                 None,
                 Transport::Udp {
@@ -203,92 +222,48 @@ impl Inner {
         route
     }
 
-    fn route_tcp(
-        &mut self,
-        info: &PacketInfo,
-        (src_port, dst_port): (u16, u16),
-        flags: TcpFlags,
-    ) -> Route {
+    fn route_tcp(&mut self, info: &PacketInfo, packet: &[u8], caps: &DeviceCapabilities) -> Route {
+        let Transport::Tcp {
+            src_port,
+            dst_port,
+            flags,
+            seq,
+            ack,
+            window,
+            ..
+        } = info.transport
+        else {
+            return Route::drop(DropReason::Malformed, "not tcp");
+        };
         let pair = pair_of(info, src_port, dst_port);
         if let Some(id) = self.flows.tcp(&pair) {
-            return Route::to(Verdict::DataSocket(pair), Some(id));
+            let mut route = Route::to(Verdict::DataSocket(pair), Some(id));
+            route.seq_offset = self.seq_offset(id);
+            return route;
         }
         if flags.rst {
             return Route::to(Verdict::StrayRst, None);
         }
         let is_syn = flags.syn && !flags.ack;
-        if is_syn && let Some(listener) = self.flows.listener(info.dst, dst_port) {
-            return self.admit_syn(listener, pair);
+        let cookie_ack = flags.ack && !flags.syn;
+        let listener = self.flows.listener(info.dst, dst_port);
+        let arrival = Arrival {
+            packet,
+            pair,
+            seq,
+            ack,
+            window,
+        };
+        match listener {
+            Some(listener) if is_syn => return self.admit_syn(listener, &arrival, caps),
+            Some(listener) if cookie_ack => {
+                if let Some(route) = self.accept_cookie(listener, &arrival, caps) {
+                    return route;
+                }
+            }
+            _ => {}
         }
         Route::to(Verdict::NoSocketRst { syn: is_syn }, None)
-    }
-
-    /// A SYN for a listener: a new data socket in its SYN queue, or a counted drop.
-    fn admit_syn(&mut self, listener_id: SocketId, pair: SocketPair) -> Route {
-        let syn_limit = {
-            let Some(listener) = self.sockets.get(listener_id.0).and_then(|e| match &e.kind {
-                EntryKind::Listener(l) => Some(l),
-                _ => None,
-            }) else {
-                return Route::to(Verdict::NoSocketRst { syn: true }, None);
-            };
-            if listener.accept_queue.len() >= listener.backlog {
-                return Route::drop(
-                    DropReason::BacklogFull,
-                    format!("listener {}", pair.local.port),
-                );
-            }
-            if listener.syn_queue.len() >= listener.backlog.max(self.config.syn_backlog) {
-                listener.syn_queue.front().copied()
-            } else {
-                None
-            }
-        };
-        if let Some(oldest) = syn_limit {
-            // A full SYN queue (a flood, most likely): the oldest half-open connection makes
-            // room, so a real client's handshake can still complete.
-            self.meter.stats.drop(DropReason::SynQueueEvicted);
-            log::debug!(
-                "tcp: syn queue full on port {}: evicting {oldest}",
-                pair.local.port
-            );
-            self.reap(oldest);
-        }
-        let mut socket = self.new_tcp_socket();
-        let endpoint = IpListenEndpoint {
-            addr: Some(pair.local.addr),
-            port: pair.local.port,
-        };
-        if socket.listen(endpoint).is_err() {
-            return Route::to(Verdict::NoSocketRst { syn: true }, None);
-        }
-        let entry = TcpEntry::new(
-            socket,
-            pair,
-            Phase::SynQueue(listener_id),
-            self.config.tcp_timeout,
-            self.now,
-        );
-        let id = self.insert(EntryKind::Tcp(entry));
-        self.flows.insert_tcp(pair, id);
-        let listen_ep = match self
-            .sockets
-            .get_mut(listener_id.0)
-            .and_then(|e| e.listener_mut())
-        {
-            Some(listener) => {
-                listener.syn_queue.push_back(id);
-                listener.endpoint
-            }
-            None => endpoint,
-        };
-        Route::to(
-            Verdict::NewConnection {
-                listener: listen_ep,
-                pair,
-            },
-            Some(id),
-        )
     }
 
     fn route_udp(&mut self, dst: IpAddress, dst_port: u16, payload_len: usize) -> Route {

@@ -2,9 +2,11 @@
 //! the ready list. It reads no clock and owns no device: every call takes `now`, and
 //! [`Stack::poll`] borrows the device, like smoltcp's own `Interface::poll`.
 
+mod cookie;
 mod device;
 mod egress;
 mod entry;
+mod handshake;
 mod ingress;
 mod reassembly;
 mod table;
@@ -74,6 +76,12 @@ pub(crate) struct Inner {
     pub raw_tx: VecDeque<Vec<u8>>,
     /// The `now` of the latest poll: the birth time of sockets made between polls.
     pub now: Instant,
+    /// Makes and checks SYN cookies.
+    pub cookies: cookie::CookieJar,
+    /// When the last SYN cookie went out: ACKs are checked for cookies only soon after.
+    pub cookies_sent_at: Option<Instant>,
+    /// Scratch copy of an inbound segment whose ACK number is rewritten (cookie connections).
+    pub rewrite: Vec<u8>,
     rng: u64,
 }
 
@@ -124,6 +132,9 @@ impl Stack {
             reassembler: reassembly::Reassembler::new(config.reassembly_timeout),
             raw_tx: VecDeque::new(),
             now,
+            cookies: cookie::CookieJar::new(config.random_seed),
+            cookies_sent_at: None,
+            rewrite: Vec::new(),
             rng,
             config,
         };

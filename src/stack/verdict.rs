@@ -17,6 +17,21 @@ pub enum Verdict {
         /// The new data socket's pair.
         pair: SocketPair,
     },
+    /// A SYN for a listener whose SYN queue is full: answered with a SYN-ACK carrying a
+    /// SYN cookie, no socket made.
+    SynCookie {
+        /// The listener's endpoint.
+        listener: IpListenEndpoint,
+        /// The pair the cookie is for.
+        pair: SocketPair,
+    },
+    /// An ACK that returned a valid SYN cookie: a new, established data socket.
+    CookieAccepted {
+        /// The listener's endpoint.
+        listener: IpListenEndpoint,
+        /// The new data socket's pair.
+        pair: SocketPair,
+    },
     /// A segment for an existing TCP data socket.
     DataSocket(SocketPair),
     /// A datagram for a UDP socket.
@@ -65,6 +80,16 @@ impl fmt::Display for Verdict {
             Verdict::NewConnection { listener, pair } => write!(
                 f,
                 "listener {} -> new data socket {pair}",
+                listen_endpoint(*listener)
+            ),
+            Verdict::SynCookie { listener, pair } => write!(
+                f,
+                "listener {} syn queue full -> SYN-ACK with cookie for {pair}",
+                listen_endpoint(*listener)
+            ),
+            Verdict::CookieAccepted { listener, pair } => write!(
+                f,
+                "listener {} cookie valid -> new data socket {pair}",
                 listen_endpoint(*listener)
             ),
             Verdict::DataSocket(pair) => write!(f, "data socket {pair}"),

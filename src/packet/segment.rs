@@ -1,0 +1,299 @@
+//! TCP segments the stack makes or changes itself, outside smoltcp: the handshake options of
+//! a SYN, SYN and SYN-ACK segments built with etherparse, and the sequence or acknowledgment
+//! number shifted in place with the checksum updated incrementally (RFC 1624).
+
+use etherparse::{PacketBuilder, SlicedPacket, TcpHeader, TcpOptionElement, TransportSlice};
+use smoltcp::wire::{IpAddress, IpEndpoint};
+
+/// The handshake options of a SYN that outlive it: what the peer may receive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SynOptions {
+    /// Maximum segment size, `None` when the option is absent.
+    pub mss: Option<u16>,
+    /// Window-scale shift, `None` when the option is absent (no scaling either way).
+    pub window_scale: Option<u8>,
+    /// SACK permitted.
+    pub sack: bool,
+}
+
+/// The fields of one segment to build.
+#[derive(Debug, Clone, Copy)]
+pub struct Segment {
+    /// Source address and port.
+    pub src: IpEndpoint,
+    /// Destination address and port.
+    pub dst: IpEndpoint,
+    /// Sequence number.
+    pub seq: u32,
+    /// Acknowledgment number; `Some` sets the ACK flag.
+    pub ack: Option<u32>,
+    /// Window field, as on the wire.
+    pub window: u16,
+}
+
+/// The handshake options of a TCP SYN in `packet` (an IP packet). `None` if it is not a
+/// well-formed TCP segment; unknown or broken options are skipped.
+pub fn syn_options(packet: &[u8]) -> Option<SynOptions> {
+    let sliced = SlicedPacket::from_ip(packet).ok()?;
+    let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+        return None;
+    };
+    let mut options = SynOptions {
+        mss: None,
+        window_scale: None,
+        sack: false,
+    };
+    for option in tcp.options_iterator().flatten() {
+        match option {
+            TcpOptionElement::MaximumSegmentSize(mss) => options.mss = Some(mss),
+            TcpOptionElement::WindowScale(shift) => options.window_scale = Some(shift.min(14)),
+            TcpOptionElement::SelectiveAcknowledgementPermitted => options.sack = true,
+            _ => {}
+        }
+    }
+    Some(options)
+}
+
+/// A SYN (or, with `segment.ack`, a SYN-ACK) carrying `options`, as an IP packet with hop
+/// limit 64. `None` if the two addresses are of different families.
+pub fn syn_segment(segment: &Segment, options: &SynOptions) -> Option<Vec<u8>> {
+    let mut header = TcpHeader::new(
+        segment.src.port,
+        segment.dst.port,
+        segment.seq,
+        segment.window,
+    );
+    header.syn = true;
+    if let Some(ack) = segment.ack {
+        header.ack = true;
+        header.acknowledgment_number = ack;
+    }
+    let mut elements = Vec::with_capacity(4);
+    if let Some(mss) = options.mss {
+        elements.push(TcpOptionElement::MaximumSegmentSize(mss));
+    }
+    if options.sack {
+        elements.push(TcpOptionElement::SelectiveAcknowledgementPermitted);
+    }
+    if let Some(shift) = options.window_scale {
+        elements.push(TcpOptionElement::Noop);
+        elements.push(TcpOptionElement::WindowScale(shift));
+    }
+    header.set_options(&elements).ok()?;
+    let builder = match (segment.src.addr, segment.dst.addr) {
+        (IpAddress::Ipv4(src), IpAddress::Ipv4(dst)) => {
+            PacketBuilder::ipv4(src.octets(), dst.octets(), 64)
+        }
+        (IpAddress::Ipv6(src), IpAddress::Ipv6(dst)) => {
+            PacketBuilder::ipv6(src.octets(), dst.octets(), 64)
+        }
+        _ => return None,
+    };
+    let mut packet = Vec::with_capacity(80);
+    builder.tcp_header(header).write(&mut packet, &[]).ok()?;
+    Some(packet)
+}
+
+/// Sequence number, acknowledgment number and whether SYN and ACK are set, of the TCP
+/// segment in `packet`; `None` if it is not an unfragmented TCP segment.
+pub fn tcp_numbers(packet: &[u8]) -> Option<(u32, u32, bool, bool)> {
+    let sliced = SlicedPacket::from_ip(packet).ok()?;
+    match sliced.transport {
+        Some(TransportSlice::Tcp(tcp)) => Some((
+            tcp.sequence_number(),
+            tcp.acknowledgment_number(),
+            tcp.syn(),
+            tcp.ack(),
+        )),
+        _ => None,
+    }
+}
+
+/// The 32-bit field of a TCP header to shift.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SeqField {
+    /// The sequence number (bytes 4..8).
+    Seq,
+    /// The acknowledgment number (bytes 8..12).
+    Ack,
+}
+
+/// Adds `delta` (wrapping) to a sequence-number field of the TCP segment in `packet` and
+/// updates its checksum. Returns false, leaving the packet alone, if `packet` is not an
+/// unfragmented TCP segment.
+pub fn shift_tcp(packet: &mut [u8], field: SeqField, delta: u32) -> bool {
+    let Some(start) = tcp_header_start(packet) else {
+        return false;
+    };
+    let at = start
+        + match field {
+            SeqField::Seq => 4,
+            SeqField::Ack => 8,
+        };
+    let (Some(value), Some(checksum)) = (
+        packet.get(at..at + 4).map(read_u32),
+        packet.get(start + 16..start + 18).map(read_u16),
+    ) else {
+        return false;
+    };
+    let shifted = value.wrapping_add(delta);
+    let checksum = checksum_update(checksum, value, shifted);
+    packet[at..at + 4].copy_from_slice(&shifted.to_be_bytes());
+    packet[start + 16..start + 18].copy_from_slice(&checksum.to_be_bytes());
+    true
+}
+
+/// Where the TCP header of an unfragmented TCP segment starts.
+fn tcp_header_start(packet: &[u8]) -> Option<usize> {
+    let sliced = SlicedPacket::from_ip(packet).ok()?;
+    let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+        return None;
+    };
+    // The slice points into `packet`: its distance from the start is the header offset.
+    (tcp.slice().as_ptr() as usize).checked_sub(packet.as_ptr() as usize)
+}
+
+fn read_u32(bytes: &[u8]) -> u32 {
+    bytes.iter().fold(0, |acc, b| (acc << 8) | u32::from(*b))
+}
+
+fn read_u16(bytes: &[u8]) -> u16 {
+    bytes.iter().fold(0, |acc, b| (acc << 8) | u16::from(*b))
+}
+
+/// RFC 1624 eqn. 3: the checksum after a 32-bit field changed from `old` to `new`,
+/// HC' = ~(~HC + ~m + m'), summed in ones' complement over both 16-bit halves.
+fn checksum_update(checksum: u16, old: u32, new: u32) -> u16 {
+    let mut sum = u32::from(!checksum);
+    for (old, new) in [(old >> 16, new >> 16), (old & 0xffff, new & 0xffff)] {
+        sum += u32::from(!(old as u16)) + new;
+    }
+    while sum > 0xffff {
+        sum = (sum & 0xffff) + (sum >> 16);
+    }
+    !(sum as u16)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::packet::{Transport, classify};
+    use proptest::prelude::*;
+    use smoltcp::wire::{Ipv4Address, Ipv6Address};
+
+    fn v4(last: u8, port: u16) -> IpEndpoint {
+        IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(192, 168, 69, last)), port)
+    }
+
+    fn v6(last: u16, port: u16) -> IpEndpoint {
+        let addr = Ipv6Address::new(0xfd69, 0, 0, 0, 0, 0, 0, last);
+        IpEndpoint::new(IpAddress::Ipv6(addr), port)
+    }
+
+    fn data_segment(seq: u32, ack: u32, payload: &[u8]) -> Vec<u8> {
+        let mut packet = Vec::new();
+        PacketBuilder::ipv4([192, 168, 69, 1], [192, 168, 69, 2], 64)
+            .tcp(40000, 7, seq, 1024)
+            .ack(ack)
+            .write(&mut packet, payload)
+            .unwrap();
+        packet
+    }
+
+    fn numbers(packet: &[u8]) -> (u32, u32) {
+        match classify(packet).unwrap().transport {
+            Transport::Tcp { seq, ack, .. } => (seq, ack),
+            other => panic!("not tcp: {other:?}"),
+        }
+    }
+
+    #[test]
+    fn syn_ack_round_trips_its_options_in_both_families() {
+        let options = SynOptions {
+            mss: Some(1440),
+            window_scale: Some(7),
+            sack: true,
+        };
+        for (src, dst) in [(v4(2, 7), v4(1, 40000)), (v6(2, 7), v6(1, 40000))] {
+            let segment = Segment {
+                src,
+                dst,
+                seq: 0xdead_beef,
+                ack: Some(1001),
+                window: 65535,
+            };
+            let packet = syn_segment(&segment, &options).unwrap();
+            let info = classify(&packet).unwrap();
+            assert!(info.checksum_ok);
+            assert_eq!(syn_options(&packet), Some(options));
+            assert_eq!(tcp_numbers(&packet), Some((0xdead_beef, 1001, true, true)));
+        }
+        let bare = SynOptions {
+            mss: None,
+            window_scale: None,
+            sack: false,
+        };
+        let segment = Segment {
+            src: v4(1, 40000),
+            dst: v4(2, 7),
+            seq: 5,
+            ack: None,
+            window: 512,
+        };
+        let packet = syn_segment(&segment, &bare).unwrap();
+        assert_eq!(syn_options(&packet), Some(bare));
+        assert_eq!(tcp_numbers(&packet), Some((5, 0, true, false)));
+        let mixed = Segment {
+            dst: v6(2, 7),
+            ..segment
+        };
+        assert!(syn_segment(&mixed, &bare).is_none());
+    }
+
+    #[test]
+    fn shifting_wraps_and_keeps_the_checksum_valid() {
+        let mut packet = data_segment(0xffff_fff0, 0x0000_0010, b"hello");
+        assert!(shift_tcp(&mut packet, SeqField::Seq, 0x20));
+        assert!(shift_tcp(
+            &mut packet,
+            SeqField::Ack,
+            0u32.wrapping_sub(0x11)
+        ));
+        assert_eq!(numbers(&packet), (0x10, 0xffff_ffff));
+        assert!(classify(&packet).unwrap().checksum_ok);
+    }
+
+    #[test]
+    fn non_tcp_packets_are_left_alone() {
+        let mut packet = Vec::new();
+        PacketBuilder::ipv4([192, 168, 69, 1], [192, 168, 69, 2], 64)
+            .udp(5000, 7)
+            .write(&mut packet, b"datagram")
+            .unwrap();
+        let before = packet.clone();
+        assert!(!shift_tcp(&mut packet, SeqField::Seq, 1));
+        assert!(!shift_tcp(&mut packet[..10], SeqField::Seq, 1));
+        assert_eq!(packet, before);
+    }
+
+    proptest! {
+        #[test]
+        fn incremental_checksum_equals_a_recomputed_one(
+            seq in any::<u32>(),
+            ack in any::<u32>(),
+            delta in any::<u32>(),
+            payload in proptest::collection::vec(any::<u8>(), 0..40),
+            ack_field in any::<bool>(),
+        ) {
+            let mut shifted = data_segment(seq, ack, &payload);
+            let field = if ack_field { SeqField::Ack } else { SeqField::Seq };
+            prop_assert!(shift_tcp(&mut shifted, field, delta));
+            let expected = if ack_field {
+                data_segment(seq, ack.wrapping_add(delta), &payload)
+            } else {
+                data_segment(seq.wrapping_add(delta), ack, &payload)
+            };
+            prop_assert_eq!(shifted, expected);
+        }
+    }
+}
