@@ -154,3 +154,32 @@ impl Device for Sink {
         self.caps.clone()
     }
 }
+
+/// A device that only reports capabilities: what the interface is created with.
+pub(super) struct CapsOnly(pub DeviceCapabilities);
+
+impl Device for CapsOnly {
+    type RxToken<'a> = PacketRx<'a>;
+    type TxToken<'a> = NoTx;
+
+    fn receive(&mut self, _now: Instant) -> Option<(PacketRx<'_>, NoTx)> {
+        None
+    }
+
+    fn transmit(&mut self, _now: Instant) -> Option<NoTx> {
+        None
+    }
+
+    fn capabilities(&self) -> DeviceCapabilities {
+        self.0.clone()
+    }
+}
+
+/// A transmit token that is never handed out.
+pub(super) struct NoTx;
+
+impl phy::TxToken for NoTx {
+    fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
+        f(&mut vec![0; len])
+    }
+}

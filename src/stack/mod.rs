@@ -23,7 +23,7 @@ use crate::flow::{FlowTable, SocketId};
 use crate::stats::Stats;
 use slab::Slab;
 use smoltcp::iface::{Config, Interface, SocketSet};
-use smoltcp::phy::Device;
+use smoltcp::phy::{Checksum, Device};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::{HardwareAddress, IpAddress, IpListenEndpoint};
 use std::cell::{RefCell, RefMut};
@@ -107,7 +107,20 @@ impl Stack {
     pub fn new<D: Device>(config: StackConfig, device: &mut D, now: Instant) -> Stack {
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed = config.random_seed;
-        let mut iface = Interface::new(iface_config, device, now);
+        // Classification verifies every checksum of every (whole, reassembled) packet before
+        // the interface sees it; smoltcp need not do it again, only compute them on send.
+        let mut caps = device.capabilities();
+        let sums = &mut caps.checksum;
+        for sum in [
+            &mut sums.ipv4,
+            &mut sums.udp,
+            &mut sums.tcp,
+            &mut sums.icmpv4,
+            &mut sums.icmpv6,
+        ] {
+            *sum = Checksum::Tx;
+        }
+        let mut iface = Interface::new(iface_config, &mut device::CapsOnly(caps), now);
         iface.update_ip_addrs(|addrs| {
             for cidr in &config.addresses {
                 if addrs.push(*cidr).is_err() {

@@ -155,6 +155,13 @@ fn piece_of(packet: &[u8]) -> Result<Option<Piece<'_>>, String> {
     match sliced.net {
         Some(NetSlice::Ipv4(ip)) if ip.is_payload_fragmented() => {
             let h = ip.header();
+            if etherparse::checksum::Sum16BitWords::new()
+                .add_slice(h.slice())
+                .ones_complement()
+                != 0
+            {
+                return Err("bad ipv4 header checksum on a fragment".into());
+            }
             let key = key(
                 h.source().into(),
                 h.destination().into(),
@@ -329,6 +336,11 @@ mod tests {
         assert!(!may_be_fragment(&v4));
         v4[6] |= 0x20; // MF
         assert!(may_be_fragment(&v4));
+        let mut r = Reassembler::new(Duration::from_secs(10));
+        assert!(
+            matches!(r.push(Instant::ZERO, &v4), Reassembly::Invalid(_)),
+            "header sum is now wrong"
+        );
         v4[6] = 0;
         v4[7] = 1; // offset 8
         assert!(may_be_fragment(&v4));
