@@ -81,6 +81,8 @@ pub struct Stats {
     pub rst_sent: u64,
     /// ICMP errors that aborted a connection attempt.
     pub icmp_errors: u64,
+    /// TCP segments sent again (a sequence range this socket had sent before).
+    pub tcp_retransmits: u64,
     /// SYN-ACKs carrying a SYN cookie, sent because a listener's SYN queue was full.
     pub syn_cookies_sent: u64,
     /// Connections made from an ACK that returned a valid cookie.
@@ -120,8 +122,12 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "connections: established {}, reaped {}, rst sent {}, icmp errors {}",
-            self.tcp_established, self.tcp_reaped, self.rst_sent, self.icmp_errors
+            "connections: established {}, reaped {}, rst sent {}, icmp errors {}, retransmitted {}",
+            self.tcp_established,
+            self.tcp_reaped,
+            self.rst_sent,
+            self.icmp_errors,
+            self.tcp_retransmits
         )?;
         writeln!(
             f,

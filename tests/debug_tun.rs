@@ -209,6 +209,14 @@ fn ten_percent_drop_still_echoes_byte_identical() {
         .lines()
         .find(|l| l.starts_with("faults injected"))
         .unwrap_or_default();
+    let retransmitted = report
+        .lines()
+        .find_map(|l| l.split("retransmitted ").nth(1))
+        .and_then(|n| n.trim().parse::<u64>().ok());
+    assert!(
+        retransmitted.unwrap_or(0) > 0,
+        "no retransmissions counted:\n{report}"
+    );
     let dropped: Vec<u64> = faults
         .split(|c: char| !c.is_ascii_digit())
         .filter_map(|w| w.parse().ok())

@@ -71,13 +71,15 @@ fn one_mebibyte_survives_ten_percent_drop() {
         seed: 1,
         ..FaultConfig::default()
     };
-    let (device, _server, took) = echo_through_faults(faults, 1 << 20);
+    let (device, server, took) = echo_through_faults(faults, 1 << 20);
     let injected = device.stats();
     assert!(
         injected.rx_dropped > 50 && injected.tx_dropped > 50,
         "{injected:?}"
     );
-    eprintln!("1 MiB through 10% drop: {took} virtual, {injected:?}");
+    let retransmits = server.stats().tcp_retransmits;
+    assert!(retransmits > 0, "lost segments must have been sent again");
+    eprintln!("1 MiB through 10% drop: {took} virtual, {injected:?}, {retransmits} retransmitted");
 }
 
 #[test]

@@ -56,6 +56,11 @@ fn handshake_and_echo_over_ipv4_and_ipv6() {
         streams.push(stream);
     }
     assert_eq!(pair.echo.as_ref().unwrap().connections(), 2);
+    let stats = pair.server.stack.stats();
+    assert_eq!(
+        stats.tcp_retransmits, 0,
+        "nothing was lost, nothing to send twice: {stats}"
+    );
 }
 
 #[test]

@@ -109,6 +109,17 @@ pub fn tcp_numbers(packet: &[u8]) -> Option<(u32, u32, bool, bool)> {
     }
 }
 
+/// Where a TCP segment sits in sequence space: its first sequence number and how many it
+/// takes (payload bytes, plus one each for SYN and FIN); `None` if not a TCP segment.
+pub fn tcp_extent(packet: &[u8]) -> Option<(u32, u32)> {
+    let sliced = SlicedPacket::from_ip(packet).ok()?;
+    let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+        return None;
+    };
+    let len = tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
+    Some((tcp.sequence_number(), len))
+}
+
 /// The 32-bit field of a TCP header to shift.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum SeqField {

@@ -5,7 +5,7 @@
 //! collects what a socket sends before it is on the wire (a cookie connection's SYN-ACK).
 
 use super::Meter;
-use crate::packet::{SeqField, shift_tcp};
+use crate::packet::{SeqField, shift_tcp, tcp_extent};
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 
@@ -56,6 +56,8 @@ pub(super) struct TapTx<'m, T> {
     pub meter: &'m mut Meter,
     pub now: Instant,
     pub seq_offset: u32,
+    /// The lent socket's high-water mark, to count retransmissions (egress only).
+    pub snd_max: Option<&'m mut Option<u32>>,
 }
 
 impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
@@ -65,11 +67,24 @@ impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
             meter,
             now,
             seq_offset,
+            snd_max,
         } = self;
         inner.consume(len, |buf| {
             let result = f(buf);
             if seq_offset != 0 {
                 shift_tcp(buf, SeqField::Seq, seq_offset.wrapping_neg());
+            }
+            if let Some(high) = snd_max
+                && let Some((seq, len @ 1..)) = tcp_extent(buf)
+            {
+                let end = seq.wrapping_add(len);
+                match *high {
+                    // Sequence numbers wrap: compare by signed distance.
+                    Some(h) if (end.wrapping_sub(h) as i32) <= 0 => {
+                        meter.stats.tcp_retransmits += 1
+                    }
+                    _ => *high = Some(end),
+                }
             }
             meter.outbound(now, buf);
             result
@@ -82,6 +97,8 @@ impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
 pub(super) struct Tap<'d, 'm, D> {
     pub device: &'d mut D,
     pub meter: &'m mut Meter,
+    /// The lent socket's retransmission high-water mark, if it is a TCP socket.
+    pub snd_max: Option<&'m mut Option<u32>>,
     /// The lent socket's [`TcpEntry::seq_offset`](super::TcpEntry::seq_offset), or 0.
     pub seq_offset: u32,
 }
@@ -107,6 +124,7 @@ impl<D: Device> Device for Tap<'_, '_, D> {
             meter: self.meter,
             now,
             seq_offset: self.seq_offset,
+            snd_max: self.snd_max.as_deref_mut(),
         })
     }
 

@@ -57,6 +57,7 @@ impl Inner {
             device,
             meter,
             seq_offset: 0,
+            snd_max: None,
         };
         iface.poll_egress(now, &mut tap, scratch) == PollResult::SocketStateChanged || sent
     }
@@ -74,12 +75,18 @@ impl Inner {
                 iface,
                 scratch,
                 meter,
+                sockets,
                 ..
             } = self;
+            let snd_max = sockets
+                .get_mut(id.0)
+                .and_then(|e| e.tcp_mut())
+                .map(|t| &mut t.snd_max);
             let mut tap = Tap {
                 device,
                 meter,
                 seq_offset,
+                snd_max,
             };
             while rounds < EGRESS_BURST
                 && iface.poll_egress(now, &mut tap, scratch) == PollResult::SocketStateChanged
@@ -136,6 +143,7 @@ impl Inner {
                 return;
             };
             let tap = TapTx {
+                snd_max: None,
                 inner: token,
                 meter: &mut self.meter,
                 now,

@@ -68,6 +68,9 @@ pub(crate) struct TcpEntry {
     pub last_heard: Instant,
     /// Since when something of ours has been waiting for the peer (None: nothing is).
     pub waiting_since: Option<Instant>,
+    /// The end of the highest sequence range sent so far, as on the wire: a segment that
+    /// ends at or before it is a retransmission.
+    pub snd_max: Option<u32>,
     /// SYN-cookie connections only: the socket's ISN minus the cookie the peer saw as ours.
     /// Inbound ACK numbers are shifted up by it, outbound sequence numbers down. Zero for
     /// every other connection: then nothing is rewritten (nor need it be, for the rare
@@ -93,6 +96,7 @@ impl TcpEntry {
             timeout,
             last_heard: now,
             waiting_since: None,
+            snd_max: None,
             seq_offset: 0,
         }
     }

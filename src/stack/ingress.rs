@@ -164,6 +164,7 @@ impl Inner {
         let mut one = OnePacket {
             packet,
             tx: Some(TapTx {
+                snd_max: None,
                 inner: tx,
                 meter,
                 now,
