@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Run the whole test suite: unit, integration (real TUN in network namespaces) and doc tests.
+# Run the whole test suite: unit, integration (real TUN in network namespaces), doc tests,
+# and the cargo-fuzz target for a bounded time.
 set -euo pipefail
 
 readonly PROG="${0##*/}"
@@ -10,7 +11,9 @@ usage() {
     cat <<EOF
 Usage: scripts/$PROG [cargo test arguments]
 
-Run the whole test suite: cargo test --all-targets, then cargo test --doc.
+Run the whole test suite: cargo test --all-targets, then cargo test --doc, then the
+cargo-fuzz target for FUZZ_SECONDS (default 60; 0 skips it) via scripts/fuzz.sh
+(only when run without arguments).
 Extra arguments go to both cargo commands, e.g.
   scripts/$PROG -- --test-threads=2       # fewer tests at once
   scripts/$PROG ping                      # only tests whose name contains "ping"
@@ -104,6 +107,18 @@ else
         cargo_test --doc "${fail_fast[@]}" "$@"
     else
         echo "$PROG: no library target; skipping doc tests"
+    fi
+fi
+
+# ---- the cargo-fuzz target, for a bounded time (FUZZ_SECONDS, 0 turns it off) ----
+fuzz_seconds="${FUZZ_SECONDS:-60}"
+if (($# == 0)) && ((fuzz_seconds > 0)); then
+    if cargo fuzz --version >/dev/null 2>&1; then
+        "$REPO/scripts/fuzz.sh" --seconds "$fuzz_seconds" || failed+=("scripts/fuzz.sh")
+    elif [[ -n "${CI:-}" ]]; then
+        failed+=("the fuzz target: cargo-fuzz is not installed (cargo install cargo-fuzz)")
+    else
+        echo "$PROG: SKIP: the fuzz target needs cargo-fuzz (cargo install cargo-fuzz)" >&2
     fi
 fi
 
