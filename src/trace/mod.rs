@@ -2,21 +2,20 @@
 //! relative to each direction's ISN, and the stack's verdict at the end of inbound lines.
 //! Also [`Observers`], which shows every packet to several observers (trace and pcap).
 
-use crate::packet::{PacketInfo, TcpFlags, Transport, classify};
+mod format;
+mod seq;
+
+use crate::packet::classify;
 use crate::stack::{PacketObserver, Verdict};
 use crate::stats::DropReason;
-use etherparse::{SlicedPacket, TransportSlice};
+use format::describe;
+use seq::SeqTracker;
 use smoltcp::time::Instant;
-use smoltcp::wire::IpAddress;
 use std::cell::RefCell;
-use std::collections::HashMap;
 use std::rc::Rc;
 
 /// The `log` target of [`Tracer::logging`]'s lines (level info).
 pub const TARGET: &str = "tunstack::trace";
-
-/// TCP connections whose ISNs the tracer remembers; closed ones are forgotten first.
-const MAX_CONNECTIONS: usize = 4096;
 
 /// Which way a packet went.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -177,265 +176,11 @@ fn timestamp(now: Instant) -> String {
     format!("{sign}{}.{:06}", micros / 1_000_000, micros % 1_000_000)
 }
 
-fn describe(info: &PacketInfo, packet: &[u8], seqs: Option<&mut SeqTracker>) -> String {
-    let (src, dst) = (info.src, info.dst);
-    let ip = match src {
-        IpAddress::Ipv4(_) => "IP",
-        IpAddress::Ipv6(_) => "IP6",
-    };
-    let mut out = match info.transport {
-        Transport::Tcp {
-            src_port, dst_port, ..
-        } => format!(
-            "{ip} TCP {} > {}: {}",
-            endpoint((src, src_port)),
-            endpoint((dst, dst_port)),
-            tcp_body(info, seqs)
-        ),
-        Transport::Udp {
-            src_port,
-            dst_port,
-            payload_len,
-        } => format!(
-            "{ip} UDP {} > {}: length {payload_len}",
-            endpoint((src, src_port)),
-            endpoint((dst, dst_port))
-        ),
-        Transport::Icmp { .. } => format!(
-            "{ip} {} {src} > {dst}: {}",
-            protocol_name(icmp_number(src)),
-            icmp_body(info, packet)
-        ),
-        Transport::Fragment => format!(
-            "{ip} {} {src} > {dst}: fragment, length {}",
-            protocol_name(info.fragment.map_or(0, |f| f.0.protocol)),
-            info.len
-        ),
-        Transport::Other(protocol) => {
-            format!(
-                "{ip} {} {src} > {dst}: length {}",
-                protocol_name(protocol),
-                info.len
-            )
-        }
-    };
-    if let Some((key, offset)) = info.fragment {
-        out.push_str(&format!(", frag id {} offset {offset}", key.id));
-    }
-    if !info.checksum_ok {
-        out.push_str(", bad checksum");
-    }
-    out
-}
-
-/// `[P.], seq 1:6, ack 1, win 64240, length 5`.
-fn tcp_body(info: &PacketInfo, seqs: Option<&mut SeqTracker>) -> String {
-    let Transport::Tcp {
-        src_port,
-        dst_port,
-        flags,
-        seq,
-        ack,
-        window,
-        payload_len,
-    } = info.transport
-    else {
-        return String::new();
-    };
-    let segment = Segment { flags, seq, ack };
-    let (seq, ack) = match seqs {
-        Some(seqs) => {
-            let (src, dst) = ((info.src, src_port), (info.dst, dst_port));
-            seqs.relative(src, dst, &segment, info.checksum_ok)
-        }
-        None => (seq, flags.ack.then_some(ack)),
-    };
-    let seq = match payload_len {
-        0 => format!("{seq}"),
-        len => format!("{seq}:{}", seq.wrapping_add(len as u32)),
-    };
-    let ack = ack.map(|a| format!(", ack {a}")).unwrap_or_default();
-    let flags = flag_string(flags);
-    format!("{flags}, seq {seq}{ack}, win {window}, length {payload_len}")
-}
-
-fn icmp_number(src: IpAddress) -> u8 {
-    match src {
-        IpAddress::Ipv4(_) => 1,
-        IpAddress::Ipv6(_) => 58,
-    }
-}
-
-fn protocol_name(protocol: u8) -> String {
-    match protocol {
-        1 => "ICMP".into(),
-        6 => "TCP".into(),
-        17 => "UDP".into(),
-        58 => "ICMP6".into(),
-        other => format!("proto {other}"),
-    }
-}
-
-/// `192.168.69.2:7`, `[fd69::2]:7`.
-fn endpoint((addr, port): (IpAddress, u16)) -> String {
-    crate::flow::endpoint(smoltcp::wire::IpEndpoint::new(addr, port))
-}
-
-/// tcpdump's flag letters, in its order: `[S]`, `[S.]`, `[P.]`, `[FP.]`, `[R.]`, `[none]`.
-fn flag_string(flags: TcpFlags) -> String {
-    let letters: String = [
-        (flags.fin, 'F'),
-        (flags.syn, 'S'),
-        (flags.rst, 'R'),
-        (flags.psh, 'P'),
-        (flags.ack, '.'),
-    ]
-    .iter()
-    .filter_map(|&(on, letter)| on.then_some(letter))
-    .collect();
-    if letters.is_empty() {
-        "[none]".into()
-    } else {
-        format!("[{letters}]")
-    }
-}
-
-/// `echo request id 1 seq 2, length 64`, or `type 3 code 3 about UDP a:p > b:q, length 36`.
-fn icmp_body(info: &PacketInfo, packet: &[u8]) -> String {
-    let Transport::Icmp {
-        icmp_type,
-        code,
-        quoted,
-    } = info.transport
-    else {
-        return String::new();
-    };
-    // Bytes 4..8 of the ICMP header and the message length, by etherparse's checked slices.
-    let (rest, len) = match SlicedPacket::from_ip(packet).map(|p| p.transport) {
-        Ok(Some(TransportSlice::Icmpv4(icmp))) => (icmp.bytes5to8(), icmp.slice().len()),
-        Ok(Some(TransportSlice::Icmpv6(icmp))) => (icmp.bytes5to8(), icmp.slice().len()),
-        _ => return format!("type {icmp_type} code {code}"),
-    };
-    let [id_hi, id_lo, seq_hi, seq_lo] = rest;
-    let (id, seq) = (
-        u16::from_be_bytes([id_hi, id_lo]),
-        u16::from_be_bytes([seq_hi, seq_lo]),
-    );
-    let mut out = match (info.src, icmp_type) {
-        (IpAddress::Ipv4(_), 8) | (IpAddress::Ipv6(_), 128) => {
-            format!("echo request id {id} seq {seq}")
-        }
-        (IpAddress::Ipv4(_), 0) | (IpAddress::Ipv6(_), 129) => {
-            format!("echo reply id {id} seq {seq}")
-        }
-        _ => format!("type {icmp_type} code {code}"),
-    };
-    if let Some(q) = quoted {
-        out.push_str(&format!(
-            " about {} {} > {}",
-            protocol_name(q.protocol),
-            endpoint((q.src, q.src_port)),
-            endpoint((q.dst, q.dst_port))
-        ));
-    }
-    format!("{out}, length {len}")
-}
-
-/// The TCP fields the sequence tracker reads.
-struct Segment {
-    flags: TcpFlags,
-    seq: u32,
-    ack: u32,
-}
-
-type Endpoint = (IpAddress, u16);
-
-/// Both directions of one TCP connection: index 0 is from the lower endpoint to the higher.
-#[derive(Default)]
-struct Connection {
-    base: [Option<u32>; 2],
-    closed: [bool; 2],
-    last_used: u64,
-}
-
-/// Per-direction sequence bases: the SYN's seq, else the first seq seen, else (for a
-/// direction only acknowledged so far) the first ack that names it. Bounded.
-#[derive(Default)]
-struct SeqTracker {
-    connections: HashMap<(Endpoint, Endpoint), Connection>,
-    clock: u64,
-}
-
-impl SeqTracker {
-    /// `(seq, ack)` relative to their bases; `ack` only when the ACK flag is set. `learn` is
-    /// false for packets that failed their checksum: shown, but not trusted to set bases.
-    fn relative(
-        &mut self,
-        src: Endpoint,
-        dst: Endpoint,
-        segment: &Segment,
-        learn: bool,
-    ) -> (u32, Option<u32>) {
-        let (key, dir) = if src <= dst {
-            ((src, dst), 0)
-        } else {
-            ((dst, src), 1)
-        };
-        let (rev, flags) = (1 - dir, segment.flags);
-        if !learn {
-            let bases = self.connections.get(&key).map_or([None; 2], |c| c.base);
-            let seq = segment.seq.wrapping_sub(bases[dir].unwrap_or(0));
-            let ack = segment.ack.wrapping_sub(bases[rev].unwrap_or(0));
-            return (seq, flags.ack.then_some(ack));
-        }
-        self.make_room(&key);
-        self.clock += 1;
-        let connection = self.connections.entry(key).or_default();
-        connection.last_used = self.clock;
-        if flags.syn {
-            // A SYN with a new ISN is a new connection; a retransmitted one changes nothing.
-            if !flags.ack && connection.base[dir] != Some(segment.seq) {
-                *connection = Connection {
-                    last_used: self.clock,
-                    ..Connection::default()
-                };
-            }
-            connection.base[dir] = Some(segment.seq);
-            connection.closed[dir] = false;
-        }
-        let seq_base = *connection.base[dir].get_or_insert(segment.seq);
-        let ack = flags.ack.then(|| {
-            let ack_base = *connection.base[rev].get_or_insert(segment.ack);
-            segment.ack.wrapping_sub(ack_base)
-        });
-        if flags.rst {
-            connection.closed = [true, true];
-        } else if flags.fin {
-            connection.closed[dir] = true;
-        }
-        (segment.seq.wrapping_sub(seq_base), ack)
-    }
-
-    /// Before a new connection: forgets closed ones, then the least recently used quarter.
-    fn make_room(&mut self, key: &(Endpoint, Endpoint)) {
-        if self.connections.len() < MAX_CONNECTIONS || self.connections.contains_key(key) {
-            return;
-        }
-        self.connections.retain(|_, c| c.closed != [true, true]);
-        if self.connections.len() < MAX_CONNECTIONS {
-            return;
-        }
-        let mut ages: Vec<u64> = self.connections.values().map(|c| c.last_used).collect();
-        let quarter = ages.len() / 4;
-        let (_, cutoff, _) = ages.select_nth_unstable(quarter);
-        let cutoff = *cutoff;
-        self.connections.retain(|_, c| c.last_used > cutoff);
-    }
-}
-
 #[cfg(test)]
 mod tests {
+    use super::format::flag_string;
     use super::*;
+    use crate::packet::TcpFlags;
     use etherparse::PacketBuilder;
 
     const PEER: [u8; 4] = [192, 168, 69, 1];
@@ -593,23 +338,5 @@ mod tests {
     fn timestamps_have_microseconds() {
         assert_eq!(timestamp(Instant::from_micros(12_000_345)), "12.000345");
         assert_eq!(timestamp(Instant::from_micros(-5)), "-0.000005");
-    }
-
-    #[test]
-    fn the_connection_map_stays_bounded() {
-        let mut seqs = SeqTracker::default();
-        let syn = Segment {
-            flags: TcpFlags {
-                syn: true,
-                ..TcpFlags::default()
-            },
-            seq: 1,
-            ack: 0,
-        };
-        let us = (IpAddress::v4(192, 168, 69, 2), 7);
-        for port in 0..3 * MAX_CONNECTIONS as u16 {
-            seqs.relative((IpAddress::v4(10, 0, 0, 1), port), us, &syn, true);
-            assert!(seqs.connections.len() <= MAX_CONNECTIONS);
-        }
     }
 }
