@@ -111,13 +111,21 @@ pub fn tcp_numbers(packet: &[u8]) -> Option<(u32, u32, bool, bool)> {
 
 /// Where a TCP segment sits in sequence space: its first sequence number and how many it
 /// takes (payload bytes, plus one each for SYN and FIN); `None` if not a TCP segment.
+/// Reads fixed header fields: it runs for every segment a socket sends.
 pub fn tcp_extent(packet: &[u8]) -> Option<(u32, u32)> {
-    let sliced = SlicedPacket::from_ip(packet).ok()?;
-    let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
-        return None;
+    let start = tcp_header_start(packet)?;
+    let header_len = usize::from(packet.get(start + 12)? >> 4) * 4;
+    let flags = *packet.get(start + 13)?;
+    let ip_end = match packet.first()? >> 4 {
+        4 => usize::from(read_u16(packet.get(2..4)?)),
+        _ => 40 + usize::from(read_u16(packet.get(4..6)?)),
     };
-    let len = tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
-    Some((tcp.sequence_number(), len))
+    let payload = ip_end.min(packet.len()).checked_sub(start + header_len)?;
+    let seq = read_u32(packet.get(start + 4..start + 8)?);
+    Some((
+        seq,
+        payload as u32 + u32::from(flags & 0x02 != 0) + u32::from(flags & 0x01 != 0),
+    ))
 }
 
 /// The 32-bit field of a TCP header to shift.
@@ -154,8 +162,26 @@ pub fn shift_tcp(packet: &mut [u8], field: SeqField, delta: u32) -> bool {
     true
 }
 
-/// Where the TCP header of an unfragmented TCP segment starts.
+/// Where the TCP header of an unfragmented TCP segment starts. The fixed IP header says so
+/// for everything smoltcp sends; IPv6 extension headers take the full parse.
 fn tcp_header_start(packet: &[u8]) -> Option<usize> {
+    let version_ihl = *packet.first()?;
+    let fixed = match version_ihl >> 4 {
+        4 => {
+            let ihl = usize::from(version_ihl & 0x0f) * 4;
+            let unfragmented = packet.get(6)? & 0x3f == 0 && *packet.get(7)? == 0;
+            (ihl >= 20 && *packet.get(9)? == 6 && unfragmented).then_some(ihl)
+        }
+        6 if *packet.get(6)? == 6 => Some(40),
+        6 => return tcp_header_start_parsed(packet),
+        _ => None,
+    }?;
+    // A whole minimal TCP header must be there.
+    (packet.len() >= fixed + 20).then_some(fixed)
+}
+
+/// [`tcp_header_start`] by a full parse, for IPv6 with extension headers.
+fn tcp_header_start_parsed(packet: &[u8]) -> Option<usize> {
     let sliced = SlicedPacket::from_ip(packet).ok()?;
     let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
         return None;
@@ -191,6 +217,56 @@ mod tests {
     use crate::packet::{Transport, classify};
     use proptest::prelude::*;
     use smoltcp::wire::{Ipv4Address, Ipv6Address};
+
+    /// `tcp_extent` by a full etherparse parse, to check the fixed-offset reading against.
+    fn extent_parsed(packet: &[u8]) -> Option<(u32, u32)> {
+        let sliced = SlicedPacket::from_ip(packet).ok()?;
+        let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+            return None;
+        };
+        let len = tcp.payload().len() as u32 + u32::from(tcp.syn()) + u32::from(tcp.fin());
+        Some((tcp.sequence_number(), len))
+    }
+
+    #[test]
+    fn extent_and_header_start_agree_with_a_full_parse() {
+        for v6 in [false, true] {
+            for (syn, fin, payload) in [
+                (true, false, 0usize),
+                (false, false, 1448),
+                (false, true, 3),
+                (false, false, 0),
+            ] {
+                let builder = if v6 {
+                    PacketBuilder::ipv6([0xfd; 16], [0xfe; 16], 64)
+                } else {
+                    PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+                };
+                let mut tcp = builder.tcp(1, 2, 0xffff_fff0, 100);
+                if syn {
+                    tcp = tcp.syn();
+                }
+                if fin {
+                    tcp = tcp.fin();
+                }
+                let mut packet = Vec::new();
+                tcp.write(&mut packet, &vec![7; payload]).unwrap();
+                assert_eq!(
+                    tcp_extent(&packet),
+                    extent_parsed(&packet),
+                    "v6 {v6} syn {syn} fin {fin} {payload}"
+                );
+                assert_eq!(tcp_header_start(&packet), tcp_header_start_parsed(&packet));
+            }
+        }
+        let mut udp = Vec::new();
+        PacketBuilder::ipv4([10, 0, 0, 1], [10, 0, 0, 2], 64)
+            .udp(1, 2)
+            .write(&mut udp, &[0; 30])
+            .unwrap();
+        assert_eq!(tcp_extent(&udp), None);
+        assert_eq!(tcp_extent(&[0x45, 0, 0]), None);
+    }
 
     fn v4(last: u8, port: u16) -> IpEndpoint {
         IpEndpoint::new(IpAddress::Ipv4(Ipv4Address::new(192, 168, 69, last)), port)
