@@ -39,6 +39,7 @@ Options:
   --tcp-buffer B      tunstack --tcp-buffer at MTU 1500           (default 65536, its default)
   --big-tcp-buffer B  tunstack --tcp-buffer at the large MTU      (default 1048576)
   --scale-tcp-buffer B  tunstack --tcp-buffer in the scale tests  (default 4096)
+  --tunstack-args "A" extra options for every tunstack echo, e.g. "--no-offload"
   --pin MODE          CPU placement of client and servers: split (client on CPU 0,
                       server on CPU 1), same (both on CPU 0) or none (scheduler's
                       choice)                                     (default split)
@@ -76,6 +77,7 @@ tcp_buffer=65536
 big_tcp_buffer=1048576
 scale_tcp_buffer=4096
 kernel_scale=true
+tunstack_args=()
 pin="split"
 only="throughput,latency,scale"
 out="$REPO/target/bench"
@@ -94,6 +96,7 @@ while [[ $# -gt 0 ]]; do
         --tcp-buffer) need_value "$@"; tcp_buffer="$2"; shift 2 ;;
         --big-tcp-buffer) need_value "$@"; big_tcp_buffer="$2"; shift 2 ;;
         --scale-tcp-buffer) need_value "$@"; scale_tcp_buffer="$2"; shift 2 ;;
+        --tunstack-args) need_value "$@"; read -ra tunstack_args <<<"$2"; shift 2 ;;
         --pin) need_value "$@"; pin="$2"; shift 2 ;;
         --only) need_value "$@"; only="$2"; shift 2 ;;
         --no-kernel-scale) kernel_scale=false; shift ;;
@@ -274,8 +277,9 @@ wait_ready() {
 start_tunstack() {
     local log="$out/logs/$1.log"
     shift
-    say "starting tunstack echo $*"
-    RUST_LOG=warn "${server_cpus[@]}" ip netns exec "$ns_tun" "$TUNSTACK" echo --tun tun0 "$@" >"$log" 2>&1 &
+    say "starting tunstack echo $* ${tunstack_args[*]+${tunstack_args[*]}}"
+    RUST_LOG=warn "${server_cpus[@]}" ip netns exec "$ns_tun" "$TUNSTACK" echo --tun tun0 "$@" \
+        ${tunstack_args[@]+"${tunstack_args[@]}"} >"$log" 2>&1 &
     server_pid=$!
     pids+=("$server_pid")
     wait_ready "$ns_tun" "$log"
@@ -438,7 +442,7 @@ elapsed=$((SECONDS - started))
     echo "- machine: $(nproc) CPU ($(lscpu 2>/dev/null | sed -n 's/^Model name: *//p' | head -n 1)), kernel $(uname -r)"
     echo "- command: scripts/$PROG $original_args"
     echo "- tunstack: $build_description"
-    echo "- medians of $runs run(s) unless noted; tunstack runs with RUST_LOG=warn; CPU placement: --pin $pin"
+    echo "- medians of $runs run(s) unless noted; tunstack runs with RUST_LOG=warn${tunstack_args[*]+ and ${tunstack_args[*]}}; CPU placement: --pin $pin"
     for note in "${notes[@]}"; do
         echo "- $note"
     done

@@ -68,6 +68,11 @@ pub struct StackArgs {
     /// Link MTU (default: the TUN device's MTU).
     #[arg(long)]
     pub mtu: Option<usize>,
+    /// Open the TUN without offloads: one MTU-sized packet per read and write. By default
+    /// TCP segments up to 64 KiB cross the TUN whole (IFF_VNET_HDR + TSO), which is several
+    /// times faster; fault injection always turns offloads off (it works per packet).
+    #[arg(long)]
+    pub no_offload: bool,
     /// Receive and send buffer of each TCP connection, in bytes.
     #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
     pub tcp_buffer: usize,

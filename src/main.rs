@@ -42,7 +42,11 @@ fn main() -> ExitCode {
 
 /// Opens the TUN and builds a stack from the shared options.
 fn open(args: &StackArgs) -> tunstack::Result<(TunDevice, Stack)> {
-    let mut device = TunDevice::open(&args.tun, args.mtu)?;
+    let faults = args.drop_pct | args.corrupt_pct | args.duplicate_pct != 0;
+    if faults && !args.no_offload {
+        log::info!("tun: offloads off: fault injection drops and corrupts whole packets");
+    }
+    let mut device = TunDevice::open(&args.tun, args.mtu, !args.no_offload && !faults)?;
     let mut config = StackConfig::default();
     if !args.addrs.is_empty() {
         config.addresses = args.addrs.clone();

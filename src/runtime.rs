@@ -56,6 +56,13 @@ impl WaitableDevice for TunDevice {
     fn take_error(&mut self) -> Option<Error> {
         TunDevice::take_error(self)
     }
+    fn report(&self) -> Option<String> {
+        let s = self.offload_stats()?;
+        Some(format!(
+            "offloads: rx super-packets {} checksums completed {} refused {}, tx super-packets {}",
+            s.rx_super, s.rx_completed, s.rx_refused, s.tx_super
+        ))
+    }
 }
 
 /// A monotonic clock in smoltcp's terms, starting at zero.

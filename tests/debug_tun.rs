@@ -81,8 +81,10 @@ fn pcap_is_read_by_tshark_counts_every_packet_and_holds_the_stream() {
         "pcap has {} packets, the stack saw {:?}",
         last.0, last.1
     );
+    // With offloads a segment carries up to 64 KiB: 100 kB each way is still at least 2
+    // data segments each way, plus the handshake and the FINs and their ACKs.
     assert!(
-        last.0 > 100,
+        last.0 >= 10,
         "a 100 kB echo should take more packets than {}",
         last.0
     );

@@ -147,6 +147,10 @@ impl<T: phy::TxToken> phy::TxToken for FaultTx<T> {
             result
         })
     }
+
+    fn set_meta(&mut self, meta: phy::PacketMeta) {
+        self.inner.set_meta(meta);
+    }
 }
 
 impl<D: Device> Device for FaultyDevice<D> {

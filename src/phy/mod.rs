@@ -4,6 +4,7 @@
 pub mod fault;
 pub mod memory;
 pub mod tun;
+pub mod vnet;
 pub mod wait;
 
 pub use fault::{FaultConfig, FaultyDevice};

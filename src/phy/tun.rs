@@ -1,22 +1,85 @@
-//! The TUN device (tun-tap, IFF_NO_PI) as a smoltcp `Device` with `Medium::Ip`.
+//! The TUN device as a smoltcp `Device` with `Medium::Ip`.
 //! Opening attaches to the persistent device `scripts/setup.sh` made; every way that can fail
 //! becomes one sentence that says what to do. Reads and writes are non-blocking.
+//!
+//! Two ways to open it: plain (tun-tap, `IFF_NO_PI`: one MTU-sized packet per read or write)
+//! and with offloads (tun-rs, `IFF_VNET_HDR` + `TUNSETOFFLOAD`: a virtio-net header in front
+//! of each packet, and TCP segments up to 64 KiB both ways — see [`super::vnet`]). tun-tap
+//! cannot set `IFF_VNET_HDR`, which must be asked for when attaching.
 
+use super::vnet::{self, Inbound};
 use crate::error::Error;
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
 use std::ffi::CString;
 use std::io;
+use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, RawFd};
 use tun_tap::{Iface, Mode};
 
 /// Largest IP packet a TUN can carry.
 const MAX_PACKET: usize = 65535;
+/// Room for a packet read: an IPv6 super-packet may be 40 bytes over `MAX_PACKET`.
+const RX_ROOM: usize = MAX_PACKET + 64;
+
+/// The open file behind a [`TunDevice`].
+enum Io {
+    /// tun-tap: bare IP packets.
+    Plain(Iface),
+    /// tun-rs with `IFF_VNET_HDR`: each packet behind a virtio-net header.
+    Offload(tun_rs::SyncDevice),
+}
+
+impl Io {
+    fn recv(&self, buf: &mut [u8]) -> io::Result<usize> {
+        match self {
+            Io::Plain(iface) => iface.recv(buf),
+            Io::Offload(dev) => dev.recv(buf),
+        }
+    }
+
+    fn send(&self, buf: &[u8]) -> io::Result<usize> {
+        match self {
+            Io::Plain(iface) => iface.send(buf),
+            Io::Offload(dev) => dev.send(buf),
+        }
+    }
+
+    fn fd(&self) -> RawFd {
+        match self {
+            Io::Plain(iface) => iface.as_raw_fd(),
+            Io::Offload(dev) => dev.as_raw_fd(),
+        }
+    }
+
+    /// Bytes in front of each packet.
+    fn header_len(&self) -> usize {
+        match self {
+            Io::Plain(_) => 0,
+            Io::Offload(_) => vnet::HEADER_LEN,
+        }
+    }
+}
+
+/// Counters of the offload path.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct OffloadStats {
+    /// TCP super-packets read (one segment longer than the MTU).
+    pub rx_super: u64,
+    /// Inbound packets whose partial checksum was completed here.
+    pub rx_completed: u64,
+    /// Frames refused (see [`vnet::complete_inbound`]).
+    pub rx_refused: u64,
+    /// TCP segments longer than the MSS written for the kernel to take whole.
+    pub tx_super: u64,
+}
 
 /// An open TUN device.
 pub struct TunDevice {
-    iface: Iface,
+    io: Io,
+    name: String,
     mtu: usize,
+    offload: Option<OffloadStats>,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     error: Option<io::Error>,
@@ -25,7 +88,9 @@ pub struct TunDevice {
 
 impl TunDevice {
     /// Attaches to the existing TUN device `name`. `mtu` overrides the device's own MTU.
-    pub fn open(name: &str, mtu: Option<usize>) -> Result<TunDevice, Error> {
+    /// With `offload`, TCP segments cross the device up to 64 KiB at a time (falls back to
+    /// plain, with a warning, if the kernel refuses).
+    pub fn open(name: &str, mtu: Option<usize>, offload: bool) -> Result<TunDevice, Error> {
         if !std::path::Path::new("/dev/net/tun").exists() {
             return Err(Error::Device(
                 "/dev/net/tun does not exist: load the tun module (`sudo modprobe tun`), then run `sudo scripts/setup.sh`".into(),
@@ -36,21 +101,31 @@ impl TunDevice {
                 "TUN device {name} does not exist: create it with `sudo scripts/setup.sh` (or pick another with --tun)"
             )));
         }
-        let iface =
-            Iface::without_packet_info(name, Mode::Tun).map_err(|e| open_error(name, &e))?;
-        iface
-            .set_non_blocking()
-            .map_err(|e| Error::Device(format!("cannot make {name} non-blocking: {e}")))?;
+        let io = if offload { open_offload(name)? } else { None };
+        let io = match io {
+            Some(io) => io,
+            None => Io::Plain(open_plain(name)?),
+        };
         let mtu = match mtu {
             Some(mtu) => mtu,
             None => interface_mtu(name).unwrap_or(1500),
         };
-        log::info!("tun: attached to {name} (mtu {mtu})");
+        let offload = matches!(io, Io::Offload(_)).then(OffloadStats::default);
+        log::info!(
+            "tun: attached to {name} (mtu {mtu}, {})",
+            match offload {
+                Some(_) => "offloads on: TCP segments up to 64 KiB cross the device whole",
+                None => "offloads off: one packet per read and write",
+            }
+        );
+        let header = io.header_len();
         Ok(TunDevice {
-            iface,
+            io,
+            name: name.to_string(),
             mtu: mtu.min(MAX_PACKET),
-            rx_buf: vec![0; MAX_PACKET],
-            tx_buf: vec![0; MAX_PACKET],
+            offload,
+            rx_buf: vec![0; header + RX_ROOM],
+            tx_buf: vec![0; header + MAX_PACKET],
             error: None,
             tx_errors: 0,
         })
@@ -58,12 +133,17 @@ impl TunDevice {
 
     /// The file descriptor to wait on for readability.
     pub fn fd(&self) -> RawFd {
-        self.iface.as_raw_fd()
+        self.io.fd()
     }
 
     /// The device's name.
     pub fn name(&self) -> &str {
-        self.iface.name()
+        &self.name
+    }
+
+    /// The offload counters, if the device was opened with offloads.
+    pub fn offload_stats(&self) -> Option<OffloadStats> {
+        self.offload
     }
 
     /// A read error other than "no packet now" (the device was deleted, ...), once.
@@ -71,7 +151,7 @@ impl TunDevice {
         self.error.take().map(|e| {
             Error::Device(format!(
                 "reading TUN device {} failed ({e}): was it deleted? run `sudo scripts/setup.sh` and restart",
-                self.iface.name()
+                self.name
             ))
         })
     }
@@ -80,6 +160,54 @@ impl TunDevice {
     pub fn tx_errors(&self) -> u64 {
         self.tx_errors
     }
+}
+
+/// Attaches with tun-tap, and clears the offloads a previous offload run left on the
+/// device (they outlive the file: the kernel would go on sending super-packets).
+fn open_plain(name: &str) -> Result<Iface, Error> {
+    let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| open_error(name, &e))?;
+    iface
+        .set_non_blocking()
+        .map_err(|e| Error::Device(format!("cannot make {name} non-blocking: {e}")))?;
+    set_offloads(iface.as_raw_fd(), 0)
+        .map_err(|e| Error::Device(format!("cannot clear the offloads of {name}: {e}")))?;
+    Ok(iface)
+}
+
+/// Attaches with tun-rs and `IFF_VNET_HDR`, then asks for TCP offloads only (checksum and
+/// TSO for both families: no UDP GSO, which would need splitting here). `None` if the kernel
+/// refuses the offloads (the caller falls back to plain).
+fn open_offload(name: &str) -> Result<Option<Io>, Error> {
+    let dev = tun_rs::DeviceBuilder::new()
+        .name(name)
+        .offload(true)
+        .build_sync();
+    let dev = match dev {
+        Ok(dev) => dev,
+        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
+            log::warn!("tun: {name} refused IFF_VNET_HDR ({err}); offloads off");
+            return Ok(None);
+        }
+        Err(err) => return Err(open_error(name, &err)),
+    };
+    let tcp = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
+    if let Err(err) = set_offloads(dev.as_raw_fd(), tcp) {
+        log::warn!("tun: {name} refused TCP offloads ({err}); offloads off");
+        return Ok(None);
+    }
+    dev.set_nonblocking(true)
+        .map_err(|e| Error::Device(format!("cannot make {name} non-blocking: {e}")))?;
+    Ok(Some(Io::Offload(dev)))
+}
+
+/// `TUNSETOFFLOAD`: which offloads the kernel may use towards this device (device-wide).
+fn set_offloads(fd: RawFd, flags: libc::c_uint) -> io::Result<()> {
+    // SAFETY: TUNSETOFFLOAD takes its argument by value; `fd` is an open TUN file.
+    let rc = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, flags as libc::c_ulong) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
 }
 
 fn open_error(name: &str, err: &io::Error) -> Error {
@@ -139,9 +267,12 @@ pub struct TunRx<'a>(&'a [u8]);
 
 /// A slot to write one packet to the TUN.
 pub struct TunTx<'a> {
-    iface: &'a Iface,
+    io: &'a Io,
     buf: &'a mut Vec<u8>,
     errors: &'a mut u64,
+    offload: Option<&'a mut OffloadStats>,
+    /// The MSS smoltcp asks the device to cut this segment at, if it is longer.
+    mss: Option<u16>,
 }
 
 impl phy::RxToken for TunRx<'_> {
@@ -152,14 +283,27 @@ impl phy::RxToken for TunRx<'_> {
 
 impl phy::TxToken for TunTx<'_> {
     fn consume<R, F: FnOnce(&mut [u8]) -> R>(self, len: usize, f: F) -> R {
-        let len = len.min(self.buf.len());
-        let packet = &mut self.buf[..len];
-        let result = f(packet);
-        if let Err(err) = self.iface.send(packet) {
+        let header = self.io.header_len();
+        let len = len.min(self.buf.len() - header);
+        let frame = &mut self.buf[..header + len];
+        let result = f(&mut frame[header..]);
+        if let Some(stats) = self.offload {
+            let vnet = vnet::outbound_header(&mut frame[header..], self.mss);
+            if vnet.gso_size != 0 {
+                stats.tx_super += 1;
+            }
+            // The frame has room for the header by construction.
+            let _ = vnet.encode(frame);
+        }
+        if let Err(err) = self.io.send(frame) {
             *self.errors += 1;
             log::warn!("tun: write of {len} bytes failed: {err}");
         }
         result
+    }
+
+    fn set_meta(&mut self, meta: phy::PacketMeta) {
+        self.mss = meta.segmentation_offload_size.map(|m| m.get());
     }
 }
 
@@ -168,38 +312,62 @@ impl Device for TunDevice {
     type TxToken<'a> = TunTx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(TunRx<'_>, TunTx<'_>)> {
-        let len = match self.iface.recv(&mut self.rx_buf) {
-            Ok(len) => len,
-            Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
-            Err(err) if err.kind() == io::ErrorKind::Interrupted => return None,
-            Err(err) => {
-                self.error = Some(err);
-                return None;
+        let packet = loop {
+            let len = match self.io.recv(&mut self.rx_buf) {
+                Ok(len) => len,
+                Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => return None,
+                Err(err) => {
+                    self.error = Some(err);
+                    return None;
+                }
+            };
+            log::trace!("tun: rx {len} bytes");
+            let Some(stats) = self.offload.as_mut() else {
+                break 0..len;
+            };
+            match vnet::complete_inbound(&mut self.rx_buf[..len]) {
+                Ok((_, kind)) => {
+                    match kind {
+                        Inbound::Plain => {}
+                        Inbound::ChecksumCompleted => stats.rx_completed += 1,
+                        Inbound::TcpSuperPacket => stats.rx_super += 1,
+                    }
+                    break vnet::HEADER_LEN..len;
+                }
+                Err(why) => {
+                    stats.rx_refused += 1;
+                    log::warn!("tun: frame of {len} bytes refused: {why}");
+                }
             }
         };
-        log::trace!("tun: rx {len} bytes");
         let TunDevice {
-            iface,
+            io,
             rx_buf,
             tx_buf,
             tx_errors,
+            offload,
             ..
         } = self;
         Some((
-            TunRx(&rx_buf[..len]),
+            TunRx(&rx_buf[packet]),
             TunTx {
-                iface,
+                io,
                 buf: tx_buf,
                 errors: tx_errors,
+                offload: offload.as_mut(),
+                mss: None,
             },
         ))
     }
 
     fn transmit(&mut self, _now: Instant) -> Option<TunTx<'_>> {
         Some(TunTx {
-            iface: &self.iface,
+            io: &self.io,
             buf: &mut self.tx_buf,
             errors: &mut self.tx_errors,
+            offload: self.offload.as_mut(),
+            mss: None,
         })
     }
 
@@ -207,6 +375,15 @@ impl Device for TunDevice {
         let mut caps = DeviceCapabilities::default();
         caps.medium = Medium::Ip;
         caps.max_transmission_unit = self.mtu;
+        if self.offload.is_some() {
+            // The kernel computes (and never needs to verify) TCP checksums and takes
+            // segments up to a whole IP packet: smoltcp may send that much at once. Not over
+            // IPv6: smoltcp 0.14 drops an IPv6 packet longer than the MTU even when it asked
+            // the device to segment it (its IPv6 dispatch never looks at that request), so
+            // IPv6 segments stay MSS-sized on the way out (super-packets still come in).
+            caps.checksum.tcp = phy::Checksum::None;
+            caps.segmentation.tcpv4 = NonZeroUsize::new(MAX_PACKET);
+        }
         caps
     }
 }

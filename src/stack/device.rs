@@ -90,6 +90,10 @@ impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
             result
         })
     }
+
+    fn set_meta(&mut self, meta: phy::PacketMeta) {
+        self.inner.set_meta(meta);
+    }
 }
 
 /// The real device as the interface sees it during egress: transmit only, and every packet

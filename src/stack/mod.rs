@@ -44,13 +44,19 @@ pub trait PacketObserver {
 pub(crate) struct Meter {
     pub stats: Stats,
     pub observer: Option<Box<dyn PacketObserver>>,
+    /// The device computes TCP checksums (offloads): smoltcp leaves them zero.
+    pub device_tcp_checksum: bool,
 }
 
 impl Meter {
-    pub fn outbound(&mut self, now: Instant, packet: &[u8]) {
+    pub fn outbound(&mut self, now: Instant, packet: &mut [u8]) {
         self.stats.tx_packets += 1;
         self.stats.tx_bytes += packet.len() as u64;
         if let Some(observer) = self.observer.as_mut() {
+            if self.device_tcp_checksum {
+                // Show what the peer gets, not the zero the device will replace.
+                crate::phy::vnet::fill_tcp_checksum(packet);
+            }
             observer.outbound(now, packet);
         }
     }
@@ -108,7 +114,8 @@ impl Stack {
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed = config.random_seed;
         // Classification verifies every checksum of every (whole, reassembled) packet before
-        // the interface sees it; smoltcp need not do it again, only compute them on send.
+        // the interface sees it; smoltcp need not do it again, only compute them on send —
+        // unless the device computes them (TCP, with offloads).
         let mut caps = device.capabilities();
         let sums = &mut caps.checksum;
         for sum in [
@@ -118,8 +125,13 @@ impl Stack {
             &mut sums.icmpv4,
             &mut sums.icmpv6,
         ] {
-            *sum = Checksum::Tx;
+            *sum = if sum.tx() {
+                Checksum::Tx
+            } else {
+                Checksum::None
+            };
         }
+        let device_tcp_checksum = !caps.checksum.tcp.tx();
         let mut iface = Interface::new(iface_config, &mut device::CapsOnly(caps), now);
         iface.update_ip_addrs(|addrs| {
             for cidr in &config.addresses {
@@ -140,6 +152,7 @@ impl Stack {
             meter: Meter {
                 stats: Stats::default(),
                 observer: None,
+                device_tcp_checksum,
             },
             scratch: SocketSet::new(Vec::new()),
             reassembler: reassembly::Reassembler::new(config.reassembly_timeout),
