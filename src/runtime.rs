@@ -59,8 +59,8 @@ impl WaitableDevice for TunDevice {
     fn report(&self) -> Option<String> {
         let s = self.offload_stats()?;
         Some(format!(
-            "offloads: rx super-packets {} checksums completed {} refused {}, tx super-packets {}",
-            s.rx_super, s.rx_completed, s.rx_refused, s.tx_super
+            "offloads: rx super-packets {} partial checksums {} completed {} refused {}, tx super-packets {}",
+            s.rx_super, s.rx_partial, s.rx_completed, s.rx_refused, s.tx_super
         ))
     }
 }

@@ -20,9 +20,9 @@ fn ss(netns: &Netns) -> String {
     String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
-/// The numbers on the `offloads:` line of the ss report: rx super-packets, checksums
-/// completed, refused, tx super-packets. None if there is no such line.
-fn offload_counters(report: &str) -> Option<[u64; 4]> {
+/// The numbers on the `offloads:` line of the ss report: rx super-packets, partial
+/// checksums, checksums completed, refused, tx super-packets. None if there is no such line.
+fn offload_counters(report: &str) -> Option<[u64; 5]> {
     let line = report.lines().find(|l| l.starts_with("offloads:"))?;
     let numbers: Vec<u64> = line
         .split(|c: char| !c.is_ascii_digit())
@@ -52,7 +52,7 @@ fn nc_echo(netns: &Netns, host: &str, input: &Path, output: &Path) {
 
 #[test]
 fn tcp_super_packets_cross_the_tun_both_ways_and_the_bytes_stay_identical() {
-    let Some((netns, stack)) = start_stack("offload", &[]) else {
+    let Some((netns, stack)) = start_stack("offload", &["--trace"]) else {
         return;
     };
     let dir = TempDir::new("offload");
@@ -60,22 +60,45 @@ fn tcp_super_packets_cross_the_tun_both_ways_and_the_bytes_stay_identical() {
     let output = dir.file("out.bin");
 
     nc_echo(&netns, STACK_V4, &input, &output);
-    let [rx_super, completed, refused, tx_super] =
+    let [rx_super, partial, _, refused, tx_super] =
         offload_counters(&ss(&netns)).expect("ss shows no offloads line: offloads are off");
     assert_eq!(refused, 0, "frames refused");
     assert!(rx_super > 0, "no super-packet came in over IPv4");
     assert!(tx_super > 0, "no super-packet went out over IPv4");
     assert!(
-        completed > 0,
-        "no partial checksum was completed (the kernel's SYN, ACKs)"
+        partial >= rx_super,
+        "super-packets come with a partial checksum"
     );
 
     // IPv6: super-packets come in (out they are MSS-sized: see phy/tun.rs).
     nc_echo(&netns, STACK_V6, &input, &output);
-    let [rx_super_v6, _, refused, _] = offload_counters(&ss(&netns)).unwrap();
+    let [rx_super_v6, _, _, refused, _] = offload_counters(&ss(&netns)).unwrap();
     assert_eq!(refused, 0, "frames refused");
     assert!(rx_super_v6 > rx_super, "no super-packet came in over IPv6");
     stack.assert_no_panic();
+    // The trace shows the checksums the partial ones (both ways) stand for.
+    let trace = stack.stderr();
+    let longest = trace
+        .lines()
+        .filter_map(|l| l.split(", length ").nth(1))
+        .filter_map(|rest| {
+            rest.split(|c: char| !c.is_ascii_digit())
+                .next()?
+                .parse::<u64>()
+                .ok()
+        })
+        .max();
+    assert!(longest > Some(1460), "the trace shows no super-packet");
+    let bad: Vec<&str> = trace
+        .lines()
+        .filter(|l| l.contains("bad checksum"))
+        .take(3)
+        .collect();
+    assert!(
+        bad.is_empty(),
+        "the trace shows bad checksums:\n{}",
+        bad.join("\n")
+    );
 }
 
 #[test]

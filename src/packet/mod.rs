@@ -138,6 +138,21 @@ impl PacketInfo {
 
 /// Parses an IP packet (IPv4 or IPv6, no link header). Never panics on any input.
 pub fn classify(bytes: &[u8]) -> Result<PacketInfo, Malformed> {
+    classify_with(bytes, TransportChecksum::Verify)
+}
+
+/// What to do with the transport (TCP/UDP/ICMP) checksum while classifying.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportChecksum {
+    /// Verify it: the packet may come from anywhere.
+    Verify,
+    /// Skip it: the packet was made on this host and its checksum left partial for the
+    /// device to finish (TUN offloads, `NEEDS_CSUM`); there is nothing to verify.
+    Partial,
+}
+
+/// [`classify`], with the transport checksum verified or not.
+pub fn classify_with(bytes: &[u8], sum: TransportChecksum) -> Result<PacketInfo, Malformed> {
     let sliced = SlicedPacket::from_ip(bytes).map_err(|e| Malformed(e.to_string()))?;
     let Some(net) = sliced.net else {
         return Err(Malformed("no ip header".into()));
@@ -229,7 +244,9 @@ pub fn classify(bytes: &[u8]) -> Result<PacketInfo, Malformed> {
         Some((_, offset)) if offset > 0 => info.transport = Transport::Fragment,
         Some(_) => info.transport = first_fragment_transport(protocol, payload),
         None => {
-            let (transport, ok) = whole_transport(sliced.transport.as_ref(), protocol, src, dst)?;
+            let verify = sum == TransportChecksum::Verify;
+            let (transport, ok) =
+                whole_transport(sliced.transport.as_ref(), protocol, src, dst, verify)?;
             info.transport = transport;
             info.checksum_ok &= ok;
         }

@@ -5,12 +5,14 @@ use super::{Malformed, QuotedFlow, TcpFlags, Transport};
 use etherparse::{IpNumber, TcpHeaderSlice, TransportSlice, UdpSlice, checksum::Sum16BitWords};
 use smoltcp::wire::{IpAddress, Ipv4Address, Ipv6Address};
 
-/// Transport view of an unfragmented packet, and whether its checksum verifies.
+/// Transport view of an unfragmented packet, and whether its checksum verifies (true
+/// without looking unless `verify`).
 pub(super) fn whole_transport(
     transport: Option<&TransportSlice<'_>>,
     protocol: u8,
     src: IpAddress,
     dst: IpAddress,
+    verify: bool,
 ) -> Result<(Transport, bool), Malformed> {
     let Some(transport) = transport else {
         return match protocol {
@@ -45,6 +47,7 @@ pub(super) fn whole_transport(
         TransportSlice::Igmp(_) => Transport::Other(protocol),
     };
     let ok = match transport {
+        _ if !verify => true,
         TransportSlice::Udp(udp)
             if udp.checksum() == 0 && src.version() == smoltcp::wire::IpVersion::Ipv4 =>
         {

@@ -7,7 +7,8 @@
 //! of each packet, and TCP segments up to 64 KiB both ways — see [`super::vnet`]). tun-tap
 //! cannot set `IFF_VNET_HDR`, which must be asked for when attaching.
 
-use super::vnet::{self, Inbound};
+use super::META_PARTIAL_CHECKSUM;
+use super::vnet::{self, RxChecksum};
 use crate::error::Error;
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
@@ -66,6 +67,8 @@ impl Io {
 pub struct OffloadStats {
     /// TCP super-packets read (one segment longer than the MTU).
     pub rx_super: u64,
+    /// Inbound packets made on this host with their checksum left partial.
+    pub rx_partial: u64,
     /// Inbound packets whose partial checksum was completed here.
     pub rx_completed: u64,
     /// Frames refused (see [`vnet::complete_inbound`]).
@@ -262,8 +265,8 @@ fn interface_mtu(name: &str) -> Option<usize> {
     Some(unsafe { req.ifr_ifru.ifru_mtu } as usize)
 }
 
-/// A packet read from the TUN.
-pub struct TunRx<'a>(&'a [u8]);
+/// A packet read from the TUN, and whether its transport checksum is partial.
+pub struct TunRx<'a>(&'a [u8], bool);
 
 /// A slot to write one packet to the TUN.
 pub struct TunTx<'a> {
@@ -278,6 +281,14 @@ pub struct TunTx<'a> {
 impl phy::RxToken for TunRx<'_> {
     fn consume<R, F: FnOnce(&[u8]) -> R>(self, f: F) -> R {
         f(self.0)
+    }
+
+    fn meta(&self) -> phy::PacketMeta {
+        let mut meta = phy::PacketMeta::default();
+        if self.1 {
+            meta.id = META_PARTIAL_CHECKSUM;
+        }
+        meta
     }
 }
 
@@ -312,7 +323,7 @@ impl Device for TunDevice {
     type TxToken<'a> = TunTx<'a>;
 
     fn receive(&mut self, _now: Instant) -> Option<(TunRx<'_>, TunTx<'_>)> {
-        let packet = loop {
+        let (packet, partial) = loop {
             let len = match self.io.recv(&mut self.rx_buf) {
                 Ok(len) => len,
                 Err(err) if err.kind() == io::ErrorKind::WouldBlock => return None,
@@ -324,16 +335,23 @@ impl Device for TunDevice {
             };
             log::trace!("tun: rx {len} bytes");
             let Some(stats) = self.offload.as_mut() else {
-                break 0..len;
+                break (0..len, false);
             };
-            match vnet::complete_inbound(&mut self.rx_buf[..len]) {
-                Ok((_, kind)) => {
-                    match kind {
-                        Inbound::Plain => {}
-                        Inbound::ChecksumCompleted => stats.rx_completed += 1,
-                        Inbound::TcpSuperPacket => stats.rx_super += 1,
-                    }
-                    break vnet::HEADER_LEN..len;
+            match vnet::read_inbound(&mut self.rx_buf[..len]) {
+                Ok(inbound) => {
+                    stats.rx_super += u64::from(inbound.super_packet);
+                    let partial = match inbound.checksum {
+                        RxChecksum::AsSent => false,
+                        RxChecksum::Partial => {
+                            stats.rx_partial += 1;
+                            true
+                        }
+                        RxChecksum::Completed => {
+                            stats.rx_completed += 1;
+                            false
+                        }
+                    };
+                    break (vnet::HEADER_LEN..len, partial);
                 }
                 Err(why) => {
                     stats.rx_refused += 1;
@@ -350,7 +368,7 @@ impl Device for TunDevice {
             ..
         } = self;
         Some((
-            TunRx(&rx_buf[packet]),
+            TunRx(&rx_buf[packet], partial),
             TunTx {
                 io,
                 buf: tx_buf,

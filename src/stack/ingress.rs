@@ -7,7 +7,12 @@ use super::handshake::Arrival;
 use super::reassembly::Reassembly;
 use super::{EntryKind, ErrorCause, Inner, Verdict};
 use crate::flow::{SocketId, SocketPair};
-use crate::packet::{PacketInfo, QuotedFlow, SeqField, TcpFlags, Transport, classify, shift_tcp};
+use crate::packet::{
+    PacketInfo, QuotedFlow, SeqField, TcpFlags, Transport, TransportChecksum, classify_with,
+    shift_tcp,
+};
+use crate::phy::META_PARTIAL_CHECKSUM;
+use crate::phy::vnet::fill_transport_checksum;
 use crate::stats::DropReason;
 use smoltcp::iface::SocketHandle;
 use smoltcp::phy::{self, Device, DeviceCapabilities};
@@ -49,8 +54,10 @@ impl Inner {
                 break;
             };
             count += 1;
+            self.partial_checksum = phy::RxToken::meta(&rx).id & META_PARTIAL_CHECKSUM != 0;
             phy::RxToken::consume(rx, |packet| self.ingress_packet(now, packet, tx, &caps));
         }
+        self.partial_checksum = false;
         count
     }
 
@@ -65,7 +72,11 @@ impl Inner {
         self.meter.stats.rx_bytes += packet.len() as u64;
         match self.reassembler.push(now, packet) {
             Reassembly::Whole => self.deliver(now, packet, packet, tx, caps),
-            Reassembly::Complete(whole) => self.deliver(now, packet, &whole, tx, caps),
+            Reassembly::Complete(whole) => {
+                // Only whole packets come with a partial checksum; not a fragment train.
+                self.partial_checksum = false;
+                self.deliver(now, packet, &whole, tx, caps)
+            }
             Reassembly::Queued => self.observe(now, packet, &Verdict::FragmentQueued),
             Reassembly::Invalid(why) => {
                 let verdict = Verdict::dropped(DropReason::Malformed, why);
@@ -77,7 +88,14 @@ impl Inner {
 
     fn observe(&mut self, now: Instant, packet: &[u8], verdict: &Verdict) {
         if let Some(observer) = self.meter.observer.as_mut() {
-            observer.inbound(now, packet, verdict);
+            if self.partial_checksum {
+                // Show the checksum the partial one stands for, as the peer sent it.
+                let mut whole = packet.to_vec();
+                fill_transport_checksum(&mut whole);
+                observer.inbound(now, &whole, verdict);
+            } else {
+                observer.inbound(now, packet, verdict);
+            }
         }
         log::trace!("ingress: {} bytes: {verdict}", packet.len());
     }
@@ -177,7 +195,11 @@ impl Inner {
     }
 
     fn route(&mut self, packet: &[u8], caps: &DeviceCapabilities) -> Route {
-        let info = match classify(packet) {
+        let sum = match self.partial_checksum {
+            true => TransportChecksum::Partial,
+            false => TransportChecksum::Verify,
+        };
+        let info = match classify_with(packet, sum) {
             Ok(info) => info,
             Err(err) => return Route::drop(DropReason::Malformed, err.0),
         };

@@ -55,7 +55,7 @@ impl Meter {
         if let Some(observer) = self.observer.as_mut() {
             if self.device_tcp_checksum {
                 // Show what the peer gets, not the zero the device will replace.
-                crate::phy::vnet::fill_tcp_checksum(packet);
+                crate::phy::vnet::fill_transport_checksum(packet);
             }
             observer.outbound(now, packet);
         }
@@ -74,6 +74,9 @@ pub(crate) struct Inner {
     pub ready: VecDeque<SocketId>,
     pub meter: Meter,
     pub config: StackConfig,
+    /// The packet being read was made on this host with its transport checksum left
+    /// partial (see [`crate::phy::META_PARTIAL_CHECKSUM`]): not to be verified.
+    pub partial_checksum: bool,
     /// The small socket set the interface sees: only the sockets a packet concerns.
     pub scratch: SocketSet<'static>,
     /// IP fragment trains (both families) waiting for their last piece.
@@ -154,6 +157,7 @@ impl Stack {
                 observer: None,
                 device_tcp_checksum,
             },
+            partial_checksum: false,
             scratch: SocketSet::new(Vec::new()),
             reassembler: reassembly::Reassembler::new(config.reassembly_timeout),
             raw_tx: VecDeque::new(),
