@@ -36,7 +36,7 @@ Options:
   --idle-conns N      idle connections for the idle-CPU test      (default 10000; quick 1000)
   --idle-secs S       how long idle CPU is measured               (default 10; quick 3)
   --big-mtu N         the large MTU                               (default 65000)
-  --tcp-buffer B      tunstack --tcp-buffer at MTU 1500           (default 65536, its default)
+  --tcp-buffer B      tunstack --tcp-buffer at MTU 1500           (default 1048576, its default)
   --big-tcp-buffer B  tunstack --tcp-buffer at the large MTU      (default 1048576)
   --scale-tcp-buffer B  tunstack --tcp-buffer in the scale tests  (default 4096)
   --tunstack-args "A" extra options for every tunstack echo, e.g. "--no-offload"
@@ -73,7 +73,7 @@ need_integer() {
 quick=false
 runs="" conns="" idle_conns="" idle_secs=""
 big_mtu=65000
-tcp_buffer=65536
+tcp_buffer=1048576
 big_tcp_buffer=1048576
 scale_tcp_buffer=4096
 kernel_scale=true

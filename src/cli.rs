@@ -73,9 +73,14 @@ pub struct StackArgs {
     /// times faster; fault injection always turns offloads off (it works per packet).
     #[arg(long)]
     pub no_offload: bool,
-    /// Receive and send buffer of each TCP connection, in bytes.
-    #[arg(long, default_value_t = 64 * 1024, value_name = "BYTES")]
+    /// Largest receive and send buffer of a TCP connection, in bytes. A connection gets
+    /// this while few are open, less when many share --tcp-memory (never under 4 KiB).
+    #[arg(long, default_value_t = 1024 * 1024, value_name = "BYTES")]
     pub tcp_buffer: usize,
+    /// Buffer memory all TCP connections share, in bytes: a new connection gets
+    /// min(--tcp-buffer, this / 2 / connections open).
+    #[arg(long, default_value_t = 256 * 1024 * 1024, value_name = "BYTES")]
+    pub tcp_memory: usize,
     /// Abort a connection whose peer stays silent this long while a SYN, data or FIN of
     /// ours awaits its answer (idle connections never time out).
     #[arg(long, default_value_t = 60.0, value_name = "SECS")]

@@ -14,6 +14,10 @@ pub const DEFAULT_ADDR6: IpCidr = IpCidr::new(
     64,
 );
 
+/// The smallest buffer a TCP socket gets however many are open (unless `tcp_buffer` is
+/// smaller).
+pub const MIN_TCP_BUFFER: usize = 4 * 1024;
+
 /// How a [`Stack`](crate::Stack) is set up.
 #[derive(Debug, Clone)]
 pub struct StackConfig {
@@ -21,8 +25,12 @@ pub struct StackConfig {
     pub addresses: Vec<IpCidr>,
     /// Maximum IP packet size on the link (the TUN's MTU).
     pub mtu: usize,
-    /// Receive and send buffer of each TCP socket, in bytes.
+    /// Largest receive (and send) buffer of a TCP socket, in bytes. A new socket gets
+    /// `min(tcp_buffer, tcp_memory / 2 / sockets open)`, at least [`MIN_TCP_BUFFER`]: big
+    /// windows while few connections are open, small ones when there are many.
     pub tcp_buffer: usize,
+    /// Buffer memory the TCP sockets share (see `tcp_buffer`), in bytes.
+    pub tcp_memory: usize,
     /// Payload buffer of each UDP socket, in bytes (also its send buffer).
     pub udp_buffer: usize,
     /// Datagrams a UDP socket queues per direction.
@@ -53,7 +61,8 @@ impl Default for StackConfig {
         StackConfig {
             addresses: vec![DEFAULT_ADDR4, DEFAULT_ADDR6],
             mtu: 1500,
-            tcp_buffer: 64 * 1024,
+            tcp_buffer: 1024 * 1024,
+            tcp_memory: 256 * 1024 * 1024,
             udp_buffer: 256 * 1024,
             udp_packets: 256,
             ephemeral_ports: 49152..=65535,

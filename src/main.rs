@@ -52,6 +52,7 @@ fn open(args: &StackArgs) -> tunstack::Result<(TunDevice, Stack)> {
         config.addresses = args.addrs.clone();
     }
     config.tcp_buffer = args.tcp_buffer;
+    config.tcp_memory = args.tcp_memory;
     config.tcp_timeout = Duration::from_micros((args.tcp_timeout.max(0.001) * 1e6) as u64);
     config.random_seed = os_random_seed();
     config.mtu = smoltcp::phy::Device::capabilities(&device).max_transmission_unit;

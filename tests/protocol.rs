@@ -4,6 +4,7 @@ mod sim;
 
 use sim::{CLIENT4, Pair, SERVER4, addr, client_config};
 use tunstack::app::EchoServer;
+use tunstack::config::MIN_TCP_BUFFER;
 use tunstack::smoltcp::time::Duration;
 use tunstack::stats::DropReason;
 use tunstack::{Error, StackConfig, TcpListener, TcpStream, UdpSocket};
@@ -318,6 +319,47 @@ fn a_client_that_never_reads_gets_a_closed_window_and_memory_stays_bounded() {
         }
         echoed >= written
     });
+}
+
+#[test]
+fn buffers_shrink_as_more_connections_share_the_tcp_memory() {
+    let client = StackConfig {
+        tcp_buffer: 1 << 20,
+        tcp_memory: 16 << 20,
+        ..client_config()
+    };
+    let mut pair = Pair::new(StackConfig::default(), client);
+    let echo = EchoServer::bind(&pair.server.stack, addr("::", 7), 8).unwrap();
+    pair.echo = Some(echo);
+    let client_stack = pair.client.stack.clone();
+    let connect = || TcpStream::connect(&client_stack, addr(SERVER4, 7)).unwrap();
+    let first = connect();
+    pair.run_until("connected", 1000, |_| first.is_connected());
+    assert_eq!(
+        first.send_space(),
+        1 << 20,
+        "the first connection gets the whole --tcp-buffer"
+    );
+
+    // 16 MiB / 2 directions / sockets open: 1 MiB up to 8 sockets, then shares.
+    let mut held = Vec::new();
+    for _ in 0..99 {
+        held.push(connect());
+    }
+    let hundred_and_first = connect();
+    pair.run_until("connected", 1000, |_| hundred_and_first.is_connected());
+    assert_eq!(hundred_and_first.send_space(), (16 << 20) / 2 / 101);
+    for _ in 0..3000 {
+        held.push(connect());
+    }
+    let last = connect();
+    pair.run_until("connected", 100_000, |_| last.is_connected());
+    assert_eq!(last.send_space(), MIN_TCP_BUFFER, "never below the floor");
+    // Each still echoes with what it got.
+    assert_eq!(
+        echo_through(&mut pair, &last, &[7; 10_000]),
+        vec![7; 10_000]
+    );
 }
 
 #[test]

@@ -67,7 +67,7 @@ impl Inner {
             );
             self.reap(oldest);
         }
-        let Some(id) = self.listening_socket(listener_id, pair) else {
+        let Some(id) = self.listening_socket(listener_id, pair, self.tcp_buffer_size()) else {
             return Route::to(Verdict::NoSocketRst { syn: true }, None);
         };
         self.flows.insert_tcp(pair, id);
@@ -110,7 +110,7 @@ impl Inner {
             mss: Some(u16::try_from(mss).unwrap_or(u16::MAX)),
             window_scale: client
                 .window_scale
-                .map(|_| window_shift(self.config.tcp_buffer)),
+                .map(|_| window_shift(self.cookie_buffer_size())),
             sack: client.sack,
         };
         let segment = Segment {
@@ -118,7 +118,7 @@ impl Inner {
             dst: pair.remote,
             seq: cookie,
             ack: Some(arrival.seq.wrapping_add(1)),
-            window: u16::try_from(self.config.tcp_buffer).unwrap_or(u16::MAX),
+            window: u16::try_from(self.cookie_buffer_size()).unwrap_or(u16::MAX),
         };
         if let Some(synack) = syn_segment(&segment, &ours)
             && self.queue_raw(vec![synack])
@@ -164,7 +164,7 @@ impl Inner {
                 format!("listener {} (cookie)", pair.local.port),
             ));
         }
-        let id = self.listening_socket(listener_id, pair)?;
+        let id = self.listening_socket(listener_id, pair, self.cookie_buffer_size())?;
         let Some(isn) = self.open_cookie_socket(id, arrival, &options, caps) else {
             log::warn!("tcp: {pair}: socket for a valid cookie sent no SYN-ACK; dropped");
             self.sockets.remove(id.0);
@@ -238,10 +238,22 @@ impl Inner {
         isn
     }
 
-    /// A new data socket in LISTEN on exactly the pair's local address and port, in the
-    /// slab (not yet in the flow table or a queue), owned by `listener_id`'s SYN queue.
-    fn listening_socket(&mut self, listener_id: SocketId, pair: SocketPair) -> Option<SocketId> {
-        let mut socket = self.new_tcp_socket();
+    /// The buffer of a SYN-cookie connection: fixed, because the window scale in the
+    /// cookie's SYN-ACK must be the one its socket, made later, will use.
+    fn cookie_buffer_size(&self) -> usize {
+        self.config.tcp_buffer.min(COOKIE_BUFFER)
+    }
+
+    /// A new data socket in LISTEN on exactly the pair's local address and port, with
+    /// `buffer` bytes each way, in the slab (not yet in the flow table or a queue), owned by
+    /// `listener_id`'s SYN queue.
+    fn listening_socket(
+        &mut self,
+        listener_id: SocketId,
+        pair: SocketPair,
+        buffer: usize,
+    ) -> Option<SocketId> {
+        let mut socket = self.new_tcp_socket_sized(buffer);
         let endpoint = IpListenEndpoint {
             addr: Some(pair.local.addr),
             port: pair.local.port,
@@ -268,6 +280,9 @@ impl Inner {
 /// The window shift a smoltcp socket with `rx_capacity` bytes of receive buffer uses: the
 /// smallest that fits the buffer in 16 bits (smoltcp's `rx_cap_log2 - 16`; buffers are at
 /// most 1 GiB).
+/// Buffer of each SYN-cookie connection (or `tcp_buffer` if smaller).
+const COOKIE_BUFFER: usize = 64 * 1024;
+
 pub(super) fn window_shift(rx_capacity: usize) -> u8 {
     let bits = usize::BITS - rx_capacity.leading_zeros();
     bits.saturating_sub(16) as u8

@@ -6,6 +6,7 @@ use super::device::{OnePacket, TapTx};
 use super::handshake::Arrival;
 use super::reassembly::Reassembly;
 use super::{EntryKind, ErrorCause, Inner, Verdict};
+use crate::config::MIN_TCP_BUFFER;
 use crate::flow::{SocketId, SocketPair};
 use crate::packet::{
     PacketInfo, QuotedFlow, SeqField, TcpFlags, Transport, TransportChecksum, classify_with,
@@ -432,8 +433,19 @@ impl Inner {
             })
     }
 
+    /// A TCP socket with buffers sized for how many sockets are open now.
     pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
-        let size = self.config.tcp_buffer;
+        self.new_tcp_socket_sized(self.tcp_buffer_size())
+    }
+
+    /// The buffer (each way) a new TCP socket gets: its share of `tcp_memory`, within
+    /// [`MIN_TCP_BUFFER`] and `tcp_buffer`.
+    pub(crate) fn tcp_buffer_size(&self) -> usize {
+        let share = self.config.tcp_memory / 2 / (self.sockets.len() + 1);
+        share.max(MIN_TCP_BUFFER).min(self.config.tcp_buffer)
+    }
+
+    pub(crate) fn new_tcp_socket_sized(&self, size: usize) -> tcp::Socket<'static> {
         let mut socket = tcp::Socket::new(
             tcp::SocketBuffer::new(vec![0; size]),
             tcp::SocketBuffer::new(vec![0; size]),
