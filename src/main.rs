@@ -20,6 +20,7 @@ use tunstack::trace::{self, Observers, Tracer};
 use tunstack::{SocketId, Stack, StackConfig};
 
 fn main() -> ExitCode {
+    tunstack::phy::fresh_pages_for_big_buffers();
     let cli = Cli::parse();
     env_logger::Builder::from_env(env_logger::Env::default().default_filter_or("info")).init();
     let result = match cli.command {

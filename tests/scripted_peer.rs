@@ -302,7 +302,12 @@ impl Peer {
 #[test]
 fn syn_flood_is_answered_with_cookies_and_a_cookie_connection_works() {
     // A socket's own SYN-ACK, on a stack without a flood: what a cookie SYN-ACK must offer.
-    let mut reference = Peer::new();
+    // A cookie connection's buffer is at most 64 KiB (its window scale is fixed when the
+    // SYN-ACK goes out, before the socket exists), so the reference socket has that buffer.
+    let mut reference = Peer::with_config(StackConfig {
+        tcp_buffer: 64 * 1024,
+        ..StackConfig::default()
+    });
     let _reference = TcpListener::bind(&reference.stack, "0.0.0.0:80".parse().unwrap(), 16);
     reference.send_with(40000, 1000, None, "S", &[], &LINUX_SYN);
     let normal = reference.exchange().remove(0);

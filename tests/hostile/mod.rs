@@ -93,7 +93,12 @@ pub fn start(test: &str, stack_args: &[&str]) -> Option<(Netns, Stack)> {
         return None;
     }
     let netns = Netns::new(test);
-    let stack = Stack::start(&netns, stack_args);
+    // A fixed buffer size, so the memory bounds below are exact (by default a connection
+    // gets up to 1 MiB, less when many are open).
+    let buffer = (TCP_BUFFER_KIB * 1024).to_string();
+    let mut args = vec!["--tcp-buffer", &buffer];
+    args.extend_from_slice(stack_args);
+    let stack = Stack::start(&netns, &args);
     Some((netns, stack))
 }
 
@@ -158,7 +163,8 @@ pub fn assert_survived(netns: &Netns, stack: &mut Stack, what: &str) {
     assert_same_bytes(&sent, &received, &format!("{what}: echo check afterwards"));
 }
 
-/// The stack's default TCP buffer each way, and its SYN queue and accept backlog.
+/// The TCP buffer each way the suite runs the stack with, and its SYN queue and accept
+/// backlog (the defaults).
 pub const TCP_BUFFER_KIB: u64 = 64;
 pub const SYN_BACKLOG: u64 = 256;
 pub const ACCEPT_BACKLOG: u64 = 128;
