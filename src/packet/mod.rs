@@ -11,7 +11,8 @@ use smoltcp::wire::{IpAddress, Ipv4Address, Ipv6Address};
 use transport::{first_fragment_transport, whole_transport};
 
 pub(crate) use segment::{
-    Segment, SeqField, SynOptions, shift_tcp, syn_options, syn_segment, tcp_extent, tcp_numbers,
+    Segment, SeqField, SynOptions, fixed_transport_start, shift_tcp, syn_options, syn_segment,
+    tcp_extent, tcp_numbers,
 };
 
 /// TCP control flags of a segment, as carried on the wire.

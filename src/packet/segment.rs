@@ -165,19 +165,40 @@ pub fn shift_tcp(packet: &mut [u8], field: SeqField, delta: u32) -> bool {
 /// Where the TCP header of an unfragmented TCP segment starts. The fixed IP header says so
 /// for everything smoltcp sends; IPv6 extension headers take the full parse.
 fn tcp_header_start(packet: &[u8]) -> Option<usize> {
+    match fixed_transport_start(packet) {
+        Some((start, PROTO_TCP)) => Some(start),
+        Some(_) => None,
+        None if packet.first()? >> 4 == 6 => tcp_header_start_parsed(packet),
+        None => None,
+    }
+}
+
+const PROTO_TCP: u8 = 6;
+const PROTO_UDP: u8 = 17;
+
+/// Where the TCP or UDP header of an unfragmented packet starts when it follows the fixed
+/// IP header (no IPv6 extension headers), and which protocol it is; `None` for anything
+/// else, or when the packet is too short for a minimal header of that protocol.
+pub fn fixed_transport_start(packet: &[u8]) -> Option<(usize, u8)> {
     let version_ihl = *packet.first()?;
-    let fixed = match version_ihl >> 4 {
+    let (start, protocol) = match version_ihl >> 4 {
         4 => {
             let ihl = usize::from(version_ihl & 0x0f) * 4;
             let unfragmented = packet.get(6)? & 0x3f == 0 && *packet.get(7)? == 0;
-            (ihl >= 20 && *packet.get(9)? == 6 && unfragmented).then_some(ihl)
+            if ihl < 20 || !unfragmented {
+                return None;
+            }
+            (ihl, *packet.get(9)?)
         }
-        6 if *packet.get(6)? == 6 => Some(40),
-        6 => return tcp_header_start_parsed(packet),
-        _ => None,
-    }?;
-    // A whole minimal TCP header must be there.
-    (packet.len() >= fixed + 20).then_some(fixed)
+        6 => (40, *packet.get(6)?),
+        _ => return None,
+    };
+    let header = match protocol {
+        PROTO_TCP => 20,
+        PROTO_UDP => 8,
+        _ => return None,
+    };
+    (packet.len() >= start + header).then_some((start, protocol))
 }
 
 /// [`tcp_header_start`] by a full parse, for IPv6 with extension headers.

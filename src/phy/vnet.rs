@@ -14,6 +14,7 @@
 //! [`fill_transport_checksum`] computes what a partial checksum stands for, for the trace
 //! and the pcap: they show packets as the peer gets them.
 
+use crate::packet::fixed_transport_start;
 use etherparse::checksum::Sum16BitWords;
 use tun_rs::{VIRTIO_NET_HDR_GSO_TCPV4, VIRTIO_NET_HDR_GSO_TCPV6, VirtioNetHdr};
 
@@ -28,7 +29,6 @@ const GSO_NONE: u8 = 0;
 /// The ECN bit that may be or-ed into `gso_type`.
 const GSO_ECN: u8 = 0x80;
 const PROTO_TCP: u8 = 6;
-const PROTO_UDP: u8 = 17;
 /// Offsets of the checksum field in a TCP and a UDP header.
 const TCP_CSUM_OFFSET: u16 = 16;
 const UDP_CSUM_OFFSET: u16 = 6;
@@ -134,26 +134,10 @@ fn csum_offset(proto: u8) -> u16 {
 }
 
 /// Where the TCP or UDP header of an unfragmented `packet` starts (right after the IP
-/// header; IPv6 extension headers are not looked through), and which it is. `None` for
-/// anything else or a packet too short to hold that header.
+/// header; IPv6 extension headers are not looked through), and which it is.
 fn transport_at(packet: &[u8]) -> Option<(u16, u8)> {
-    let (start, proto) = match packet.first()? >> 4 {
-        4 if packet.len() >= 20 => {
-            let fragmented = u16::from_be_bytes([packet[6], packet[7]]) & 0x3fff != 0;
-            if fragmented {
-                return None;
-            }
-            (usize::from(packet[0] & 0x0f) * 4, packet[9])
-        }
-        6 if packet.len() >= 40 => (40, packet[6]),
-        _ => return None,
-    };
-    let header = match proto {
-        PROTO_TCP => 20,
-        PROTO_UDP => 8,
-        _ => return None,
-    };
-    (packet.len() >= start + header).then_some((start as u16, proto))
+    let (start, protocol) = fixed_transport_start(packet)?;
+    Some((u16::try_from(start).ok()?, protocol))
 }
 
 /// Puts the folded pseudo-header sum of the TCP/UDP segment at `start` into its checksum
