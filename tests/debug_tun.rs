@@ -4,21 +4,10 @@
 
 mod common;
 
-use common::{Netns, STACK_V4, TempDir, assert_same_bytes, describe, poll_until, start_stack};
+use common::{Netns, STACK_V4, TempDir, assert_same_bytes, describe, poll_until, ss, start_stack};
 use std::fs::File;
 use std::process::{Child, Stdio};
 use std::time::Duration;
-
-fn ss(netns: &Netns) -> String {
-    let binary = common::Stack::binary();
-    let output = netns.run(Duration::from_secs(5), binary, &["ss"]);
-    assert!(
-        output.status.success(),
-        "tunstack ss failed:\n{}",
-        describe(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// `packets in N (..), out M (..)` from the ss report.
 fn packets_seen(report: &str) -> Option<u64> {

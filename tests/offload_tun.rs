@@ -5,20 +5,12 @@
 
 mod common;
 
-use common::{Netns, STACK_V4, STACK_V6, Stack, TempDir, assert_same_bytes, describe, start_stack};
+use common::{
+    Netns, STACK_V4, STACK_V6, Stack, TempDir, assert_same_bytes, describe, ss, start_stack,
+};
 use std::fs::File;
 use std::path::Path;
 use std::time::Duration;
-
-fn ss(netns: &Netns) -> String {
-    let output = netns.run(Duration::from_secs(5), Stack::binary(), &["ss"]);
-    assert!(
-        output.status.success(),
-        "tunstack ss failed:\n{}",
-        describe(&output)
-    );
-    String::from_utf8_lossy(&output.stdout).into_owned()
-}
 
 /// The numbers on the `offloads:` line of the ss report: rx super-packets, partial
 /// checksums, checksums completed, refused, tx super-packets. None if there is no such line.

@@ -124,6 +124,17 @@ pub fn start_stack(test: &str, stack_args: &[&str]) -> Option<(Netns, Stack)> {
     Some((netns, stack))
 }
 
+/// The `tunstack ss` report of the stack in `netns`; panics if the query fails.
+pub fn ss(netns: &Netns) -> String {
+    let output = netns.run(Duration::from_secs(5), Stack::binary(), &["ss"]);
+    assert!(
+        output.status.success(),
+        "tunstack ss failed:\n{}",
+        describe(&output)
+    );
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// Polls `condition` until it holds or `timeout` passes; returns whether it held.
 /// For conditions with no event to wait on (a port answering, a socket state).
 pub fn poll_until(timeout: Duration, mut condition: impl FnMut() -> bool) -> bool {
