@@ -105,16 +105,18 @@ pub fn run<D: WaitableDevice>(
     let mut last_traffic = Instant::ZERO;
     loop {
         let now = clock.now();
-        if stack.poll(now, device) {
-            last_traffic = now;
-        }
-        if let Some(err) = device.take_error() {
-            return Err(err);
-        }
+        // In, app, out: what the app writes in reply leaves with the ACK of what came in.
+        let received = stack.receive(now, device);
         ready.clear();
         stack.take_ready(&mut ready);
         if !ready.is_empty() {
             app.on_ready(stack, &ready);
+        }
+        if stack.transmit(now, device) || received {
+            last_traffic = now;
+        }
+        if let Some(err) = device.take_error() {
+            return Err(err);
         }
         if let Some(code) = app.finished() {
             flush(stack, device, &clock);

@@ -181,11 +181,26 @@ impl Stack {
     /// transmits what sockets have queued and what their timers ask for. Returns true if
     /// anything happened (sockets may be ready: see [`Stack::take_ready`]).
     pub fn poll<D: Device>(&self, now: Instant, device: &mut D) -> bool {
+        let received = self.receive(now, device);
+        let sent = self.transmit(now, device);
+        received || sent
+    }
+
+    /// The first half of [`Stack::poll`]: reads what the device has (bounded) and hands
+    /// it to the sockets. Returns whether anything came in. An app that runs between
+    /// this and [`Stack::transmit`] gets its replies into the same segments as the ACKs.
+    pub fn receive<D: Device>(&self, now: Instant, device: &mut D) -> bool {
         let mut inner = self.inner();
         inner.now = now;
-        let received = inner.ingress(now, device, INGRESS_BUDGET);
-        let sent = inner.egress(now, device);
-        received > 0 || sent
+        inner.ingress(now, device, INGRESS_BUDGET) > 0
+    }
+
+    /// The second half of [`Stack::poll`]: sends what sockets have queued and what
+    /// timers are due. Returns whether anything went out.
+    pub fn transmit<D: Device>(&self, now: Instant, device: &mut D) -> bool {
+        let mut inner = self.inner();
+        inner.now = now;
+        inner.egress(now, device)
     }
 
     /// How long the caller may wait before the next [`Stack::poll`] if no packet arrives.
