@@ -83,6 +83,9 @@ pub struct Stats {
     pub icmp_errors: u64,
     /// TCP segments sent again (a sequence range this socket had sent before).
     pub tcp_retransmits: u64,
+    /// Holes the peer's SACK blocks showed, which smoltcp alone would have left to the
+    /// retransmission timeout (see `stack::sack`): each started a fast retransmit.
+    pub sack_recoveries: u64,
     /// SYN-ACKs carrying a SYN cookie, sent because a listener's SYN queue was full.
     pub syn_cookies_sent: u64,
     /// Connections made from an ACK that returned a valid cookie.
@@ -122,11 +125,12 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "connections: established {}, reaped {}, rst sent {}, icmp errors {}, retransmitted {}",
+            "connections: established {}, reaped {}, rst sent {}, icmp errors {}, sack recoveries {}, retransmitted {}",
             self.tcp_established,
             self.tcp_reaped,
             self.rst_sent,
             self.icmp_errors,
+            self.sack_recoveries,
             self.tcp_retransmits
         )?;
         writeln!(

@@ -501,3 +501,116 @@ fn a_cookie_ack_meeting_a_full_accept_queue_is_dropped_and_the_retransmission_ge
     assert_eq!(remote.port(), 51001);
     assert!(first.is_connected() && second.is_connected());
 }
+
+/// A Linux-like client that negotiated SACK, has `segments` data segments of ours
+/// outstanding (after a warm-up that opens the congestion window), and is sending data
+/// itself. Returns the peer, our stream, the first outstanding sequence number and the
+/// outstanding segments.
+fn sending_both_ways(sport: u16, segments: usize) -> (Peer, tunstack::TcpStream, u32, Vec<Seg>) {
+    let mut peer = Peer::new();
+    let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
+    peer.send_with(sport, 1000, None, "S", &[], &LINUX_SYN);
+    let isn = peer.exchange()[0].seq;
+    peer.send(sport, 1001, Some(isn.wrapping_add(1)), "A", &[]);
+    peer.exchange();
+    let (stream, _) = listener.accept().unwrap();
+    // Open the congestion window: 64 KiB, every segment acknowledged as it comes.
+    stream.write(&[0u8; 65536]).unwrap();
+    let mut acked = isn.wrapping_add(1);
+    for _ in 0..100 {
+        let sent = peer.exchange();
+        let Some(last) = sent.iter().rfind(|s| s.len > 0) else {
+            break;
+        };
+        acked = last.seq.wrapping_add(last.len as u32);
+        peer.send(sport, 1001, Some(acked), "A", &[]);
+    }
+    assert_eq!(
+        acked,
+        isn.wrapping_add(1 + 65536),
+        "warm-up not all sent and acknowledged"
+    );
+    stream.write(&vec![7u8; segments * 1460]).unwrap();
+    let sent: Vec<Seg> = peer.exchange().into_iter().filter(|s| s.len > 0).collect();
+    assert_eq!(sent.len(), segments, "the window did not open: {sent:?}");
+    assert_eq!(sent[0].seq, acked);
+    (peer, stream, acked, sent)
+}
+
+/// The peer's data segment acknowledging nothing new, with SACK blocks `blocks`.
+fn data_with_sack(peer: &mut Peer, sport: u16, ack: u32, blocks: &[(u32, u32)]) {
+    let mut options = Vec::new();
+    if let Some((&first, rest)) = blocks.split_first() {
+        let mut more = [None; 3];
+        for (slot, block) in more.iter_mut().zip(rest) {
+            *slot = Some(*block);
+        }
+        options = vec![
+            TcpOptionElement::Noop,
+            TcpOptionElement::Noop,
+            TcpOptionElement::SelectiveAcknowledgement(first, more),
+        ];
+    }
+    peer.send_with(sport, 1001, Some(ack), "PA", b"client data", &options);
+}
+
+#[test]
+fn sack_blocks_on_the_peers_data_start_a_fast_retransmit() {
+    let (mut peer, _stream, first, sent) = sending_both_ways(42000, 8);
+    // Our first segment was lost; the next three arrived. No time passes: only a fast
+    // retransmit, not the timeout (1 s at least), can resend it now.
+    let sacked = (sent[1].seq, sent[3].seq.wrapping_add(sent[3].len as u32));
+    data_with_sack(&mut peer, 42000, first, &[sacked]);
+    let answer = peer.exchange();
+    assert!(
+        answer.iter().any(|s| s.seq == first && s.len > 0),
+        "no fast retransmit of {first} after SACK {sacked:?}: {answer:?}"
+    );
+    assert_eq!(peer.stack.stats().sack_recoveries, 1);
+    // The same hole again: smoltcp was told once; its retransmission is under way.
+    let more = (sent[1].seq, sent[5].seq.wrapping_add(sent[5].len as u32));
+    data_with_sack(&mut peer, 42000, first, &[more]);
+    peer.exchange();
+    assert_eq!(
+        peer.stack.stats().sack_recoveries,
+        1,
+        "one hole, told twice"
+    );
+}
+
+#[test]
+fn without_sack_evidence_a_data_segment_does_not_make_a_retransmission() {
+    let (mut peer, _stream, first, sent) = sending_both_ways(42001, 8);
+    // Data with the same ACK three times over, no SACK: the peer may simply not have our
+    // segments yet (RFC 5681 does not count data-carrying ACKs as duplicates).
+    for _ in 0..3 {
+        data_with_sack(&mut peer, 42001, first, &[]);
+    }
+    let answer = peer.exchange();
+    assert!(
+        answer.iter().all(|s| s.len == 0),
+        "retransmitted without evidence of loss: {answer:?}"
+    );
+    // Two segments SACKed while more than that is still unreported: not yet a loss.
+    let two = (sent[1].seq, sent[2].seq.wrapping_add(sent[2].len as u32));
+    data_with_sack(&mut peer, 42001, first, &[two]);
+    let answer = peer.exchange();
+    assert!(
+        answer.iter().all(|s| s.len == 0),
+        "retransmitted on two SACKed segments of {}: {answer:?}",
+        sent.len()
+    );
+}
+
+#[test]
+fn a_hole_before_the_last_segments_sent_is_retransmitted_once_they_are_all_sacked() {
+    let (mut peer, _stream, first, sent) = sending_both_ways(42002, 3);
+    // The first of three was lost: only two can be SACKed, all that is left to report.
+    let rest = (sent[1].seq, sent[2].seq.wrapping_add(sent[2].len as u32));
+    data_with_sack(&mut peer, 42002, first, &[rest]);
+    let answer = peer.exchange();
+    assert!(
+        answer.iter().any(|s| s.seq == first && s.len > 0),
+        "no retransmission of {first} with everything after it SACKed: {answer:?}"
+    );
+}

@@ -164,7 +164,7 @@ pub fn shift_tcp(packet: &mut [u8], field: SeqField, delta: u32) -> bool {
 
 /// Where the TCP header of an unfragmented TCP segment starts. The fixed IP header says so
 /// for everything smoltcp sends; IPv6 extension headers take the full parse.
-fn tcp_header_start(packet: &[u8]) -> Option<usize> {
+pub(crate) fn tcp_header_start(packet: &[u8]) -> Option<usize> {
     match fixed_transport_start(packet) {
         Some((start, PROTO_TCP)) => Some(start),
         Some(_) => None,

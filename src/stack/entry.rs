@@ -76,6 +76,9 @@ pub(crate) struct TcpEntry {
     /// every other connection: then nothing is rewritten (nor need it be, for the rare
     /// cookie connection whose socket picked the cookie itself as ISN).
     pub seq_offset: u32,
+    /// The ACK number the peer's SACK blocks last showed to be a hole, which smoltcp was
+    /// told about with duplicate ACKs ([`super::sack`]): each hole is told once.
+    pub sack_hole: Option<u32>,
 }
 
 impl TcpEntry {
@@ -98,6 +101,7 @@ impl TcpEntry {
             waiting_since: None,
             snd_max: None,
             seq_offset: 0,
+            sack_hole: None,
         }
     }
 

@@ -2,9 +2,10 @@
 //! table (which socket, or why not), and handed to the interface together with a socket set
 //! that holds only that one socket — so the interface's linear scan is over one item.
 
-use super::device::{OnePacket, TapTx};
+use super::device::{OnePacket, SinkTx, TapTx};
 use super::handshake::Arrival;
 use super::reassembly::Reassembly;
+use super::sack;
 use super::{EntryKind, ErrorCause, Inner, Verdict};
 use crate::config::MIN_TCP_BUFFER;
 use crate::flow::{SocketId, SocketPair};
@@ -148,6 +149,9 @@ impl Inner {
         let lent = route.target.and_then(|id| self.lend(id).map(|h| (id, h)));
         let udp_queue_before = lent.and_then(|(id, _)| self.udp_recv_queue(id));
         self.feed(now, packet, tx, caps, route.seq_offset);
+        if let Some((id, _)) = lent {
+            self.report_sack_hole(now, id, packet, caps, route.seq_offset);
+        }
         if let Some((id, handle)) = lent {
             self.unlend(id, handle);
             self.after_ingress(id, route.info.as_ref(), udp_queue_before, now);
@@ -193,6 +197,73 @@ impl Inner {
         };
         iface.poll_ingress_single(now, &mut one, scratch);
         self.rewrite = rewritten;
+    }
+
+    /// If the peer's data segment `packet` shows a hole in what we sent (its SACK blocks),
+    /// makes the lent socket `id` fast-retransmit: see [`super::sack`].
+    fn report_sack_hole(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        packet: &[u8],
+        caps: &DeviceCapabilities,
+        seq_offset: u32,
+    ) {
+        let Some(EntryKind::Tcp(tcp)) = self.sockets.get_mut(id.0).map(|e| &mut e.kind) else {
+            return;
+        };
+        let header = if packet.first().is_some_and(|v| v >> 4 == 6) {
+            60
+        } else {
+            40
+        };
+        let mss = caps.max_transmission_unit.saturating_sub(header).max(1);
+        let Some(ack) = sack::hole(packet, mss, tcp.snd_max) else {
+            return;
+        };
+        if tcp.sack_hole == Some(ack) {
+            return;
+        }
+        tcp.sack_hole = Some(ack);
+        self.meter.stats.sack_recoveries += 1;
+        log::debug!("tcp: {}: SACK shows {ack} lost; fast retransmit", tcp.pair);
+        let Some(mut dup) = sack::duplicate_ack(packet, None) else {
+            return;
+        };
+        if seq_offset != 0 {
+            shift_tcp(&mut dup, SeqField::Ack, seq_offset);
+        }
+        let mut replies = Vec::new();
+        for _ in 0..sack::DUP_THRESH {
+            self.feed_unseen(now, &dup, caps, &mut replies);
+        }
+        // smoltcp answers none of three duplicate ACKs (the retransmission leaves in
+        // egress); one outside its window (the peer's segment was) gets an ACK, which
+        // smoltcp now believes sent: send it.
+        if seq_offset != 0 {
+            for reply in &mut replies {
+                shift_tcp(reply, SeqField::Seq, seq_offset.wrapping_neg());
+            }
+        }
+        self.queue_raw(replies);
+    }
+
+    /// Runs the interface on a packet of our own making: nothing is observed or counted,
+    /// and what the socket answers is kept in `replies`, not sent.
+    fn feed_unseen(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        caps: &DeviceCapabilities,
+        replies: &mut Vec<Vec<u8>>,
+    ) {
+        let Inner { iface, scratch, .. } = self;
+        let mut one = OnePacket {
+            packet,
+            tx: Some(SinkTx(replies)),
+            caps: caps.clone(),
+        };
+        iface.poll_ingress_single(now, &mut one, scratch);
     }
 
     fn route(&mut self, packet: &[u8], caps: &DeviceCapabilities) -> Route {

@@ -9,6 +9,7 @@ mod entry;
 mod handshake;
 mod ingress;
 mod reassembly;
+mod sack;
 mod table;
 mod verdict;
 

@@ -1,0 +1,220 @@
+//! Fast retransmit from the peer's SACK blocks, for connections where both sides send.
+//!
+//! smoltcp counts a duplicate ACK only when it carries no data (RFC 5681's definition, made
+//! so that a peer's own data cannot pass for loss). A peer that is sending too — any echo
+//! client — puts its ACKs on data segments, so smoltcp never fast-retransmits to it: each
+//! lost segment of ours waits out the retransmission timeout, one second at least. Linux
+//! peers say exactly what they got, in SACK blocks on those segments (smoltcp offers SACK).
+//! When the blocks show three full segments' worth of data above the ACK, RFC 6675 deems
+//! the segment at the ACK lost; so do we when they cover everything we sent after it (no
+//! more evidence can come: RFC 5827's early retransmit, for the last segments of a burst).
+//! We tell smoltcp so in the one way it listens to: three duplicate ACKs, made from the
+//! peer's segment without its data. Once per hole. A lost retransmission still waits for
+//! the timeout.
+
+use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+
+use crate::packet::tcp_header_start;
+
+/// Duplicate ACKs that start a fast retransmit (RFC 5681, RFC 6675's DupThresh).
+pub(super) const DUP_THRESH: usize = 3;
+
+/// If `packet` is an ACK whose SACK blocks show a hole at its ACK number — at least
+/// [`DUP_THRESH`] segments of `mss` bytes received above it, or everything up to
+/// `snd_max` (the end of what we have sent) — that ACK number.
+pub(super) fn hole(packet: &[u8], mss: usize, snd_max: Option<u32>) -> Option<u32> {
+    // Cheap test first: a TCP header with options, as a SACK-carrying one has.
+    let start = tcp_header_start(packet)?;
+    if packet.get(start + 12).is_none_or(|offset| offset >> 4 <= 5) {
+        return None;
+    }
+    let tcp = tcp_of(packet)?;
+    if !tcp.ack() || tcp.syn() || tcp.fin() || tcp.rst() {
+        return None;
+    }
+    let ack = tcp.acknowledgment_number();
+    let blocks: Vec<(u32, u32)> = tcp
+        .options_iterator()
+        .filter_map(Result::ok)
+        .filter_map(|option| match option {
+            TcpOptionElement::SelectiveAcknowledgement(first, rest) => {
+                Some(std::iter::once(first).chain(rest.into_iter().flatten()))
+            }
+            _ => None,
+        })
+        .flatten()
+        // A block at or below the ACK is a D-SACK (a duplicate), not a hole's evidence.
+        .filter(|&(left, right)| after(left, ack) && after(right, left))
+        .collect();
+    let sacked: u64 = blocks
+        .iter()
+        .map(|&(left, right)| u64::from(right.wrapping_sub(left)))
+        .sum();
+    let all_after_it = snd_max.is_some_and(|end| {
+        blocks
+            .iter()
+            .any(|&(_, right)| right == end || after(right, end))
+    });
+    (sacked >= (DUP_THRESH * mss) as u64 || all_after_it).then_some(ack)
+}
+
+/// The duplicate ACK `packet` stands for: the same ACK and window, no data, no options;
+/// sequence number `seq`, or by default just past the data (where the peer's next segment
+/// starts).
+pub(super) fn duplicate_ack(packet: &[u8], seq: Option<u32>) -> Option<Vec<u8>> {
+    let sliced = SlicedPacket::from_ip(packet).ok()?;
+    let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
+        return None;
+    };
+    let seq = seq.unwrap_or_else(|| {
+        tcp.sequence_number()
+            .wrapping_add(tcp.payload().len() as u32)
+    });
+    let builder = match &sliced.net? {
+        etherparse::NetSlice::Ipv4(ip) => {
+            let h = ip.header();
+            PacketBuilder::ipv4(h.source(), h.destination(), h.ttl())
+        }
+        etherparse::NetSlice::Ipv6(ip) => {
+            let h = ip.header();
+            PacketBuilder::ipv6(h.source(), h.destination(), h.hop_limit())
+        }
+        etherparse::NetSlice::Arp(_) => return None,
+    };
+    let builder = builder
+        .tcp(
+            tcp.source_port(),
+            tcp.destination_port(),
+            seq,
+            tcp.window_size(),
+        )
+        .ack(tcp.acknowledgment_number());
+    let mut out = Vec::with_capacity(builder.size(0));
+    builder.write(&mut out, &[]).ok()?;
+    Some(out)
+}
+
+fn tcp_of(packet: &[u8]) -> Option<etherparse::TcpSlice<'_>> {
+    match SlicedPacket::from_ip(packet).ok()?.transport? {
+        TransportSlice::Tcp(tcp) => Some(tcp),
+        _ => None,
+    }
+}
+
+/// `a` comes after `b` in sequence space (RFC 1982 serial arithmetic).
+fn after(a: u32, b: u32) -> bool {
+    (a.wrapping_sub(b) as i32) > 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const MSS: usize = 1460;
+
+    fn segment(ack: u32, payload: &[u8], sack: &[(u32, u32)]) -> Vec<u8> {
+        let mut options = Vec::new();
+        if let Some((&first, rest)) = sack.split_first() {
+            let mut more = [None; 3];
+            for (slot, block) in more.iter_mut().zip(rest) {
+                *slot = Some(*block);
+            }
+            options.push(TcpOptionElement::Noop);
+            options.push(TcpOptionElement::Noop);
+            options.push(TcpOptionElement::SelectiveAcknowledgement(first, more));
+        }
+        let builder = PacketBuilder::ipv4([192, 168, 69, 1], [192, 168, 69, 2], 64)
+            .tcp(40000, 7, 5000, 501)
+            .ack(ack)
+            .psh()
+            .options(&options)
+            .unwrap();
+        let mut out = Vec::new();
+        builder.write(&mut out, payload).unwrap();
+        out
+    }
+
+    #[test]
+    fn three_segments_sacked_above_the_ack_make_a_hole() {
+        let ack = 1_000_000;
+        let three = (ack + MSS as u32, ack + 4 * MSS as u32);
+        assert_eq!(hole(&segment(ack, b"data", &[three]), MSS, None), Some(ack));
+        // Two blocks adding up to three segments count too.
+        let blocks = [
+            (ack + 1000, ack + 1000 + 2 * MSS as u32),
+            (ack + 9000, ack + 9000 + MSS as u32),
+        ];
+        assert_eq!(hole(&segment(ack, b"data", &blocks), MSS, None), Some(ack));
+    }
+
+    #[test]
+    fn no_hole_without_enough_evidence() {
+        let ack = 1_000_000;
+        let two = (ack + MSS as u32, ack + 3 * MSS as u32);
+        assert_eq!(hole(&segment(ack, b"data", &[two]), MSS, None), None);
+        assert_eq!(hole(&segment(ack, b"data", &[]), MSS, None), None);
+        // SYN, FIN or RST segments are not duplicate ACKs.
+        let mut fin = segment(ack, b"data", &[(ack + MSS as u32, ack + 4 * MSS as u32)]);
+        let flags_at = 20 + 13;
+        fin[flags_at] |= 0x01;
+        assert_eq!(hole(&fin, MSS, None), None);
+        // A D-SACK block (below the ACK) is a duplicate the peer got, not a hole.
+        let dsack = (ack - 4 * MSS as u32, ack);
+        assert_eq!(hole(&segment(ack, b"data", &[dsack]), MSS, None), None);
+    }
+
+    #[test]
+    fn a_hole_before_the_last_segments_sent_is_one_when_all_after_it_arrived() {
+        let ack = 1_000_000;
+        let sent_end = ack + 3 * MSS as u32;
+        let last_two = (ack + MSS as u32, sent_end);
+        assert_eq!(hole(&segment(ack, b"data", &[last_two]), MSS, None), None);
+        assert_eq!(
+            hole(&segment(ack, b"data", &[last_two]), MSS, Some(sent_end)),
+            Some(ack)
+        );
+        // Pure ACKs too (smoltcp counts them, but they may be too few).
+        assert_eq!(
+            hole(&segment(ack, b"", &[last_two]), MSS, Some(sent_end)),
+            Some(ack)
+        );
+        // More was sent than the peer has reported: wait for more evidence.
+        assert_eq!(
+            hole(&segment(ack, b"", &[last_two]), MSS, Some(sent_end + 1)),
+            None
+        );
+    }
+
+    #[test]
+    fn sequence_numbers_wrap() {
+        let ack = u32::MAX - 100;
+        let three = (
+            ack.wrapping_add(MSS as u32),
+            ack.wrapping_add(4 * MSS as u32),
+        );
+        assert_eq!(hole(&segment(ack, b"data", &[three]), MSS, None), Some(ack));
+    }
+
+    #[test]
+    fn the_duplicate_ack_keeps_ack_and_window_and_drops_the_data() {
+        let ack = 1_000_000;
+        let original = segment(ack, b"four", &[(ack + 10, ack + 20)]);
+        let dup = duplicate_ack(&original, None).unwrap();
+        let sliced = SlicedPacket::from_ip(&dup).unwrap();
+        let Some(TransportSlice::Tcp(tcp)) = sliced.transport else {
+            panic!("not TCP: {dup:?}");
+        };
+        assert_eq!(tcp.acknowledgment_number(), ack);
+        assert_eq!(tcp.sequence_number(), 5004);
+        assert_eq!(tcp.window_size(), 501);
+        assert!(tcp.ack() && !tcp.psh() && tcp.payload().is_empty());
+        assert_eq!(tcp.options().len(), 0);
+        let info = crate::packet::classify(&dup).unwrap();
+        assert!(info.checksum_ok, "checksums of the duplicate ACK");
+        let moved = duplicate_ack(&original, Some(77)).unwrap();
+        assert_eq!(
+            crate::packet::tcp_numbers(&moved),
+            Some((77, ack, false, true))
+        );
+    }
+}
