@@ -614,3 +614,32 @@ fn a_hole_before_the_last_segments_sent_is_retransmitted_once_they_are_all_sacke
         "no retransmission of {first} with everything after it SACKed: {answer:?}"
     );
 }
+
+#[test]
+fn timestamps_are_offered_back_so_linux_clients_can_reuse_time_wait_ports() {
+    // Linux reuses a TIME_WAIT port (tcp_tw_reuse) only towards a peer that sends TCP
+    // timestamps; without them a client connecting in a loop runs out of ports.
+    let mut peer = Peer::new();
+    let _listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
+    let mut syn = LINUX_SYN.to_vec();
+    syn.push(TcpOptionElement::Timestamp(123_456, 0));
+    peer.send_with(43000, 1000, None, "S", &[], &syn);
+    let synack = peer.exchange().remove(0);
+    let echoed = synack.options.iter().find_map(|o| match o {
+        TcpOptionElement::Timestamp(_, echo) => Some(*echo),
+        _ => None,
+    });
+    assert_eq!(echoed, Some(123_456), "{:?}", synack.options);
+
+    // A client without timestamps gets none.
+    peer.send_with(43001, 1000, None, "S", &[], &LINUX_SYN);
+    let synack = peer.exchange().remove(0);
+    assert!(
+        !synack
+            .options
+            .iter()
+            .any(|o| matches!(o, TcpOptionElement::Timestamp(..))),
+        "{:?}",
+        synack.options
+    );
+}

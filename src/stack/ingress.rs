@@ -523,8 +523,20 @@ impl Inner {
         );
         socket.set_nagle_enabled(false);
         socket.set_congestion_control(tcp::CongestionControl::Cubic);
+        socket.set_tsval_generator(Some(tsval));
         socket
     }
+}
+
+/// TCP timestamps (RFC 7323) in milliseconds since the first connection. Offered back to
+/// every peer that offers them: Linux reuses a TIME_WAIT port (`tcp_tw_reuse`) only
+/// towards a peer that sends them. smoltcp only echoes them (no RTT sampling, no PAWS).
+fn tsval() -> u32 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u32
 }
 
 fn pair_of(info: &PacketInfo, src_port: u16, dst_port: u16) -> SocketPair {
