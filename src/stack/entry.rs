@@ -1,10 +1,14 @@
 //! What the stack keeps per socket: the smoltcp socket itself (lent out to a one-socket
 //! `SocketSet` while a packet for it is processed) and our own bookkeeping around it:
-//! SYN and accept queues, who owns the socket, why it closed.
+//! SYN and accept queues, who owns the socket, why it closed. Also where TCP sockets are
+//! made (buffer sizes, options).
 
+use super::Inner;
+use crate::config::MIN_TCP_BUFFER;
 use crate::error::Error;
 use crate::flow::SocketPair;
-use smoltcp::socket::{tcp, udp};
+use smoltcp::iface::SocketHandle;
+use smoltcp::socket::{Socket, tcp, udp};
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpListenEndpoint;
 use std::collections::VecDeque;
@@ -199,4 +203,62 @@ impl Entry {
             _ => None,
         }
     }
+}
+
+/// Making TCP sockets, and lending sockets to the interface while it works on one.
+impl Inner {
+    /// Moves a socket into the scratch set. `None` if it has no smoltcp socket.
+    pub(super) fn lend(&mut self, id: SocketId) -> Option<SocketHandle> {
+        let entry = self.sockets.get_mut(id.0)?;
+        let socket: Socket<'static> = match &mut entry.kind {
+            EntryKind::Tcp(tcp) => Socket::Tcp(tcp.socket.take()?),
+            EntryKind::Udp(udp) => Socket::Udp(udp.socket.take()?),
+            EntryKind::Listener(_) => return None,
+        };
+        Some(self.scratch.add(socket))
+    }
+
+    /// Puts a lent socket back in its slot.
+    pub(super) fn unlend(&mut self, id: SocketId, handle: SocketHandle) {
+        let socket = self.scratch.remove(handle);
+        match (self.sockets.get_mut(id.0).map(|e| &mut e.kind), socket) {
+            (Some(EntryKind::Tcp(tcp)), Socket::Tcp(s)) => tcp.socket = Some(s),
+            (Some(EntryKind::Udp(udp)), Socket::Udp(s)) => udp.socket = Some(s),
+            _ => log::error!("stack: socket {id} came back to the wrong slot; dropped"),
+        }
+    }
+
+    /// A TCP socket with buffers sized for how many sockets are open now.
+    pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
+        self.new_tcp_socket_sized(self.tcp_buffer_size())
+    }
+
+    /// The buffer (each way) a new TCP socket gets: its share of `tcp_memory`, within
+    /// [`MIN_TCP_BUFFER`] and `tcp_buffer`.
+    pub(crate) fn tcp_buffer_size(&self) -> usize {
+        let share = self.config.tcp_memory / 2 / (self.sockets.len() + 1);
+        share.max(MIN_TCP_BUFFER).min(self.config.tcp_buffer)
+    }
+
+    pub(crate) fn new_tcp_socket_sized(&self, size: usize) -> tcp::Socket<'static> {
+        let mut socket = tcp::Socket::new(
+            tcp::SocketBuffer::new(vec![0; size]),
+            tcp::SocketBuffer::new(vec![0; size]),
+        );
+        socket.set_nagle_enabled(false);
+        socket.set_congestion_control(tcp::CongestionControl::Cubic);
+        socket.set_tsval_generator(Some(tsval));
+        socket
+    }
+}
+
+/// TCP timestamps (RFC 7323) in milliseconds since the first connection. Offered back to
+/// every peer that offers them: Linux reuses a TIME_WAIT port (`tcp_tw_reuse`) only
+/// towards a peer that sends them. smoltcp only echoes them (no RTT sampling, no PAWS).
+fn tsval() -> u32 {
+    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
+    START
+        .get_or_init(std::time::Instant::now)
+        .elapsed()
+        .as_millis() as u32
 }

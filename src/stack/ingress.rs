@@ -2,12 +2,10 @@
 //! table (which socket, or why not), and handed to the interface together with a socket set
 //! that holds only that one socket — so the interface's linear scan is over one item.
 
-use super::device::{OnePacket, SinkTx, TapTx};
+use super::device::{OnePacket, TapTx};
 use super::handshake::Arrival;
 use super::reassembly::Reassembly;
-use super::sack;
 use super::{EntryKind, ErrorCause, Inner, Verdict};
-use crate::config::MIN_TCP_BUFFER;
 use crate::flow::{SocketId, SocketPair};
 use crate::packet::{
     PacketInfo, QuotedFlow, SeqField, TcpFlags, Transport, TransportChecksum, classify_with,
@@ -16,9 +14,8 @@ use crate::packet::{
 use crate::phy::META_PARTIAL_CHECKSUM;
 use crate::phy::vnet::fill_transport_checksum;
 use crate::stats::DropReason;
-use smoltcp::iface::SocketHandle;
 use smoltcp::phy::{self, Device, DeviceCapabilities};
-use smoltcp::socket::{Socket, tcp};
+use smoltcp::socket::tcp;
 use smoltcp::time::Instant;
 use smoltcp::wire::{IpAddress, IpEndpoint};
 
@@ -197,73 +194,6 @@ impl Inner {
         };
         iface.poll_ingress_single(now, &mut one, scratch);
         self.rewrite = rewritten;
-    }
-
-    /// If the peer's data segment `packet` shows a hole in what we sent (its SACK blocks),
-    /// makes the lent socket `id` fast-retransmit: see [`super::sack`].
-    fn report_sack_hole(
-        &mut self,
-        now: Instant,
-        id: SocketId,
-        packet: &[u8],
-        caps: &DeviceCapabilities,
-        seq_offset: u32,
-    ) {
-        let Some(EntryKind::Tcp(tcp)) = self.sockets.get_mut(id.0).map(|e| &mut e.kind) else {
-            return;
-        };
-        let header = if packet.first().is_some_and(|v| v >> 4 == 6) {
-            60
-        } else {
-            40
-        };
-        let mss = caps.max_transmission_unit.saturating_sub(header).max(1);
-        let Some(ack) = sack::hole(packet, mss, tcp.snd_max) else {
-            return;
-        };
-        if tcp.sack_hole == Some(ack) {
-            return;
-        }
-        tcp.sack_hole = Some(ack);
-        self.meter.stats.sack_recoveries += 1;
-        log::debug!("tcp: {}: SACK shows {ack} lost; fast retransmit", tcp.pair);
-        let Some(mut dup) = sack::duplicate_ack(packet, None) else {
-            return;
-        };
-        if seq_offset != 0 {
-            shift_tcp(&mut dup, SeqField::Ack, seq_offset);
-        }
-        let mut replies = Vec::new();
-        for _ in 0..sack::DUP_THRESH {
-            self.feed_unseen(now, &dup, caps, &mut replies);
-        }
-        // smoltcp answers none of three duplicate ACKs (the retransmission leaves in
-        // egress); one outside its window (the peer's segment was) gets an ACK, which
-        // smoltcp now believes sent: send it.
-        if seq_offset != 0 {
-            for reply in &mut replies {
-                shift_tcp(reply, SeqField::Seq, seq_offset.wrapping_neg());
-            }
-        }
-        self.queue_raw(replies);
-    }
-
-    /// Runs the interface on a packet of our own making: nothing is observed or counted,
-    /// and what the socket answers is kept in `replies`, not sent.
-    fn feed_unseen(
-        &mut self,
-        now: Instant,
-        packet: &[u8],
-        caps: &DeviceCapabilities,
-        replies: &mut Vec<Vec<u8>>,
-    ) {
-        let Inner { iface, scratch, .. } = self;
-        let mut one = OnePacket {
-            packet,
-            tx: Some(SinkTx(replies)),
-            caps: caps.clone(),
-        };
-        iface.poll_ingress_single(now, &mut one, scratch);
     }
 
     fn route(&mut self, packet: &[u8], caps: &DeviceCapabilities) -> Route {
@@ -463,27 +393,6 @@ impl Inner {
         }
     }
 
-    /// Moves a socket into the scratch set. `None` if it has no smoltcp socket.
-    pub(super) fn lend(&mut self, id: SocketId) -> Option<SocketHandle> {
-        let entry = self.sockets.get_mut(id.0)?;
-        let socket: Socket<'static> = match &mut entry.kind {
-            EntryKind::Tcp(tcp) => Socket::Tcp(tcp.socket.take()?),
-            EntryKind::Udp(udp) => Socket::Udp(udp.socket.take()?),
-            EntryKind::Listener(_) => return None,
-        };
-        Some(self.scratch.add(socket))
-    }
-
-    /// Puts a lent socket back in its slot.
-    pub(super) fn unlend(&mut self, id: SocketId, handle: SocketHandle) {
-        let socket = self.scratch.remove(handle);
-        match (self.sockets.get_mut(id.0).map(|e| &mut e.kind), socket) {
-            (Some(EntryKind::Tcp(tcp)), Socket::Tcp(s)) => tcp.socket = Some(s),
-            (Some(EntryKind::Udp(udp)), Socket::Udp(s)) => udp.socket = Some(s),
-            _ => log::error!("stack: socket {id} came back to the wrong slot; dropped"),
-        }
-    }
-
     fn is_bad_source(&self, src: IpAddress) -> bool {
         let martian = match src {
             IpAddress::Ipv4(a) => a.is_unspecified() || a.is_broadcast() || a.is_loopback(),
@@ -503,40 +412,6 @@ impl Inner {
                 _ => false,
             })
     }
-
-    /// A TCP socket with buffers sized for how many sockets are open now.
-    pub(crate) fn new_tcp_socket(&self) -> tcp::Socket<'static> {
-        self.new_tcp_socket_sized(self.tcp_buffer_size())
-    }
-
-    /// The buffer (each way) a new TCP socket gets: its share of `tcp_memory`, within
-    /// [`MIN_TCP_BUFFER`] and `tcp_buffer`.
-    pub(crate) fn tcp_buffer_size(&self) -> usize {
-        let share = self.config.tcp_memory / 2 / (self.sockets.len() + 1);
-        share.max(MIN_TCP_BUFFER).min(self.config.tcp_buffer)
-    }
-
-    pub(crate) fn new_tcp_socket_sized(&self, size: usize) -> tcp::Socket<'static> {
-        let mut socket = tcp::Socket::new(
-            tcp::SocketBuffer::new(vec![0; size]),
-            tcp::SocketBuffer::new(vec![0; size]),
-        );
-        socket.set_nagle_enabled(false);
-        socket.set_congestion_control(tcp::CongestionControl::Cubic);
-        socket.set_tsval_generator(Some(tsval));
-        socket
-    }
-}
-
-/// TCP timestamps (RFC 7323) in milliseconds since the first connection. Offered back to
-/// every peer that offers them: Linux reuses a TIME_WAIT port (`tcp_tw_reuse`) only
-/// towards a peer that sends them. smoltcp only echoes them (no RTT sampling, no PAWS).
-fn tsval() -> u32 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u32
 }
 
 fn pair_of(info: &PacketInfo, src_port: u16, dst_port: u16) -> SocketPair {

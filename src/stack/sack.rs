@@ -13,8 +13,13 @@
 //! the timeout.
 
 use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+use smoltcp::phy::DeviceCapabilities;
+use smoltcp::time::Instant;
 
-use crate::packet::tcp_header_start;
+use super::device::{OnePacket, SinkTx};
+use super::{EntryKind, Inner};
+use crate::flow::SocketId;
+use crate::packet::{SeqField, shift_tcp, tcp_header_start};
 
 /// Duplicate ACKs that start a fast retransmit (RFC 5681, RFC 6675's DupThresh).
 pub(super) const DUP_THRESH: usize = 3;
@@ -92,6 +97,75 @@ pub(super) fn duplicate_ack(packet: &[u8], seq: Option<u32>) -> Option<Vec<u8>> 
     let mut out = Vec::with_capacity(builder.size(0));
     builder.write(&mut out, &[]).ok()?;
     Some(out)
+}
+
+impl Inner {
+    /// If the peer's data segment `packet` shows a hole in what we sent (its SACK blocks),
+    /// makes the lent socket `id` fast-retransmit: see [`super::sack`].
+    pub(super) fn report_sack_hole(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        packet: &[u8],
+        caps: &DeviceCapabilities,
+        seq_offset: u32,
+    ) {
+        let Some(EntryKind::Tcp(tcp)) = self.sockets.get_mut(id.0).map(|e| &mut e.kind) else {
+            return;
+        };
+        let header = if packet.first().is_some_and(|v| v >> 4 == 6) {
+            60
+        } else {
+            40
+        };
+        let mss = caps.max_transmission_unit.saturating_sub(header).max(1);
+        let Some(ack) = hole(packet, mss, tcp.snd_max) else {
+            return;
+        };
+        if tcp.sack_hole == Some(ack) {
+            return;
+        }
+        tcp.sack_hole = Some(ack);
+        self.meter.stats.sack_recoveries += 1;
+        log::debug!("tcp: {}: SACK shows {ack} lost; fast retransmit", tcp.pair);
+        let Some(mut dup) = duplicate_ack(packet, None) else {
+            return;
+        };
+        if seq_offset != 0 {
+            shift_tcp(&mut dup, SeqField::Ack, seq_offset);
+        }
+        let mut replies = Vec::new();
+        for _ in 0..DUP_THRESH {
+            self.feed_unseen(now, &dup, caps, &mut replies);
+        }
+        // smoltcp answers none of three duplicate ACKs (the retransmission leaves in
+        // egress); one outside its window (the peer's segment was) gets an ACK, which
+        // smoltcp now believes sent: send it.
+        if seq_offset != 0 {
+            for reply in &mut replies {
+                shift_tcp(reply, SeqField::Seq, seq_offset.wrapping_neg());
+            }
+        }
+        self.queue_raw(replies);
+    }
+
+    /// Runs the interface on a packet of our own making: nothing is observed or counted,
+    /// and what the socket answers is kept in `replies`, not sent.
+    fn feed_unseen(
+        &mut self,
+        now: Instant,
+        packet: &[u8],
+        caps: &DeviceCapabilities,
+        replies: &mut Vec<Vec<u8>>,
+    ) {
+        let Inner { iface, scratch, .. } = self;
+        let mut one = OnePacket {
+            packet,
+            tx: Some(SinkTx(replies)),
+            caps: caps.clone(),
+        };
+        iface.poll_ingress_single(now, &mut one, scratch);
+    }
 }
 
 fn tcp_of(packet: &[u8]) -> Option<etherparse::TcpSlice<'_>> {
