@@ -643,3 +643,34 @@ fn timestamps_are_offered_back_so_linux_clients_can_reuse_time_wait_ports() {
         synack.options
     );
 }
+
+#[test]
+fn the_peers_ack_is_taken_while_our_window_is_closed() {
+    // 4 KiB buffers, no window scaling: our receive window closes after 4096 bytes.
+    let mut peer = Peer::with_config(StackConfig {
+        tcp_buffer: 4096,
+        ..StackConfig::default()
+    });
+    let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
+    let isn = peer.handshake(44000);
+    let (stream, _) = listener.accept().unwrap();
+    assert_eq!(stream.write(&[9u8; 1000]).unwrap(), 1000);
+    let ours: usize = peer.exchange().iter().map(|s| s.len).sum();
+    assert_eq!(ours, 1000);
+    // The peer sends 16 bytes past our window's edge (as after the edge moved back); the
+    // app does not read, so we take 4096 and close the window.
+    peer.send(44000, 1001, Some(isn.wrapping_add(1)), "PA", &[5u8; 4112]);
+    let answer = peer.exchange_for(20); // past the delayed ACK
+    let last = answer.last().expect("no ACK for the peer's data");
+    assert_eq!((last.ack, last.window), (1001 + 4096, 0), "{answer:?}");
+    let space_before = stream.send_space();
+    // Its next ACK starts where its data ended, past RCV.NXT: it acknowledges our 1000
+    // bytes. A stack that ignored it would wait for an ACK that never comes.
+    peer.send(44000, 1001 + 4112, Some(isn.wrapping_add(1001)), "A", &[]);
+    peer.exchange();
+    assert_eq!(
+        stream.send_space(),
+        space_before + 1000,
+        "our 1000 bytes still unacknowledged"
+    );
+}

@@ -12,7 +12,7 @@ use transport::{first_fragment_transport, whole_transport};
 
 pub(crate) use segment::{
     Segment, SeqField, SynOptions, fixed_transport_start, shift_tcp, syn_options, syn_segment,
-    tcp_extent, tcp_header_start, tcp_numbers,
+    tcp_ack_window, tcp_extent, tcp_header_start, tcp_numbers,
 };
 
 /// TCP control flags of a segment, as carried on the wire.

@@ -201,6 +201,18 @@ pub fn fixed_transport_start(packet: &[u8]) -> Option<(usize, u8)> {
     (packet.len() >= start + header).then_some((start, protocol))
 }
 
+/// The ACK number and (unscaled) window of a TCP segment that has ACK set.
+pub(crate) fn tcp_ack_window(packet: &[u8]) -> Option<(u32, u16)> {
+    let start = tcp_header_start(packet)?;
+    let tcp = packet.get(start..start + 20)?;
+    (tcp[13] & 0x10 != 0).then(|| {
+        (
+            u32::from_be_bytes([tcp[8], tcp[9], tcp[10], tcp[11]]),
+            u16::from_be_bytes([tcp[14], tcp[15]]),
+        )
+    })
+}
+
 /// [`tcp_header_start`] by a full parse, for IPv6 with extension headers.
 fn tcp_header_start_parsed(packet: &[u8]) -> Option<usize> {
     let sliced = SlicedPacket::from_ip(packet).ok()?;

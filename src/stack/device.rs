@@ -5,7 +5,8 @@
 //! collects what a socket sends before it is on the wire (a cookie connection's SYN-ACK).
 
 use super::Meter;
-use crate::packet::{SeqField, shift_tcp, tcp_extent};
+use super::entry::Sent;
+use crate::packet::{SeqField, shift_tcp, tcp_ack_window, tcp_extent};
 use smoltcp::phy::{self, Device, DeviceCapabilities};
 use smoltcp::time::Instant;
 
@@ -56,8 +57,8 @@ pub(super) struct TapTx<'m, T> {
     pub meter: &'m mut Meter,
     pub now: Instant,
     pub seq_offset: u32,
-    /// The lent socket's high-water mark, to count retransmissions (egress only).
-    pub snd_max: Option<&'m mut Option<u32>>,
+    /// What the lent TCP socket has sent: to count retransmissions, and its last ACK.
+    pub sent: Option<&'m mut Sent>,
 }
 
 impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
@@ -67,23 +68,26 @@ impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
             meter,
             now,
             seq_offset,
-            snd_max,
+            sent,
         } = self;
         inner.consume(len, |buf| {
             let result = f(buf);
             if seq_offset != 0 {
                 shift_tcp(buf, SeqField::Seq, seq_offset.wrapping_neg());
             }
-            if let Some(high) = snd_max
-                && let Some((seq, len @ 1..)) = tcp_extent(buf)
-            {
-                let end = seq.wrapping_add(len);
-                match *high {
-                    // Sequence numbers wrap: compare by signed distance.
-                    Some(h) if (end.wrapping_sub(h) as i32) <= 0 => {
-                        meter.stats.tcp_retransmits += 1
+            if let Some(sent) = sent {
+                if let Some((seq, len @ 1..)) = tcp_extent(buf) {
+                    let end = seq.wrapping_add(len);
+                    match sent.snd_max {
+                        // Sequence numbers wrap: compare by signed distance.
+                        Some(h) if (end.wrapping_sub(h) as i32) <= 0 => {
+                            meter.stats.tcp_retransmits += 1
+                        }
+                        _ => sent.snd_max = Some(end),
                     }
-                    _ => *high = Some(end),
+                }
+                if let Some((ack, window)) = tcp_ack_window(buf) {
+                    sent.ack = Some((ack, window == 0));
                 }
             }
             meter.outbound(now, buf);
@@ -101,8 +105,8 @@ impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
 pub(super) struct Tap<'d, 'm, D> {
     pub device: &'d mut D,
     pub meter: &'m mut Meter,
-    /// The lent socket's retransmission high-water mark, if it is a TCP socket.
-    pub snd_max: Option<&'m mut Option<u32>>,
+    /// What the lent socket has sent, if it is a TCP socket.
+    pub sent: Option<&'m mut Sent>,
     /// The lent socket's [`TcpEntry::seq_offset`](super::TcpEntry::seq_offset), or 0.
     pub seq_offset: u32,
 }
@@ -128,7 +132,7 @@ impl<D: Device> Device for Tap<'_, '_, D> {
             meter: self.meter,
             now,
             seq_offset: self.seq_offset,
-            snd_max: self.snd_max.as_deref_mut(),
+            sent: self.sent.as_deref_mut(),
         })
     }
 

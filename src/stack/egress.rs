@@ -57,7 +57,7 @@ impl Inner {
             device,
             meter,
             seq_offset: 0,
-            snd_max: None,
+            sent: None,
         };
         iface.poll_egress(now, &mut tap, scratch) == PollResult::SocketStateChanged || sent
     }
@@ -78,15 +78,15 @@ impl Inner {
                 sockets,
                 ..
             } = self;
-            let snd_max = sockets
+            let sent = sockets
                 .get_mut(id.0)
                 .and_then(|e| e.tcp_mut())
-                .map(|t| &mut t.snd_max);
+                .map(|t| &mut t.sent);
             let mut tap = Tap {
                 device,
                 meter,
                 seq_offset,
-                snd_max,
+                sent,
             };
             while rounds < EGRESS_BURST
                 && iface.poll_egress(now, &mut tap, scratch) == PollResult::SocketStateChanged
@@ -143,7 +143,7 @@ impl Inner {
                 return;
             };
             let tap = TapTx {
-                snd_max: None,
+                sent: None,
                 inner: token,
                 meter: &mut self.meter,
                 now,

@@ -44,6 +44,17 @@ pub(crate) struct Listener {
     pub accept_queue: VecDeque<SocketId>,
 }
 
+/// What a TCP socket has put on the wire, in the numbers the peer sees.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Sent {
+    /// The end of the highest sequence range sent so far: a segment that ends at or before
+    /// it is a retransmission.
+    pub snd_max: Option<u32>,
+    /// The ACK number of the last segment sent (RCV.NXT as the peer knows it), and whether
+    /// it advertised a zero window.
+    pub ack: Option<(u32, bool)>,
+}
+
 /// Where a TCP data socket is in its life.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Phase {
@@ -72,9 +83,8 @@ pub(crate) struct TcpEntry {
     pub last_heard: Instant,
     /// Since when something of ours has been waiting for the peer (None: nothing is).
     pub waiting_since: Option<Instant>,
-    /// The end of the highest sequence range sent so far, as on the wire: a segment that
-    /// ends at or before it is a retransmission.
-    pub snd_max: Option<u32>,
+    /// What the socket last sent, as on the wire.
+    pub sent: Sent,
     /// SYN-cookie connections only: the socket's ISN minus the cookie the peer saw as ours.
     /// Inbound ACK numbers are shifted up by it, outbound sequence numbers down. Zero for
     /// every other connection: then nothing is rewritten (nor need it be, for the rare
@@ -103,7 +113,7 @@ impl TcpEntry {
             timeout,
             last_heard: now,
             waiting_since: None,
-            snd_max: None,
+            sent: Sent::default(),
             seq_offset: 0,
             sack_hole: None,
         }

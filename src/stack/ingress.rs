@@ -145,9 +145,10 @@ impl Inner {
         }
         let lent = route.target.and_then(|id| self.lend(id).map(|h| (id, h)));
         let udp_queue_before = lent.and_then(|(id, _)| self.udp_recv_queue(id));
-        self.feed(now, packet, tx, caps, route.seq_offset);
+        self.feed(now, packet, tx, caps, route.target, route.seq_offset);
         if let Some((id, _)) = lent {
             self.report_sack_hole(now, id, packet, caps, route.seq_offset);
+            self.ack_at_zero_window(now, id, packet, route.info.as_ref(), caps, route.seq_offset);
         }
         if let Some((id, handle)) = lent {
             self.unlend(id, handle);
@@ -164,6 +165,7 @@ impl Inner {
         packet: &[u8],
         tx: T,
         caps: &DeviceCapabilities,
+        target: Option<SocketId>,
         seq_offset: u32,
     ) {
         let mut rewritten = std::mem::take(&mut self.rewrite);
@@ -179,12 +181,17 @@ impl Inner {
             iface,
             scratch,
             meter,
+            sockets,
             ..
         } = self;
+        let sent = target
+            .and_then(|id| sockets.get_mut(id.0))
+            .and_then(|e| e.tcp_mut())
+            .map(|t| &mut t.sent);
         let mut one = OnePacket {
             packet,
             tx: Some(TapTx {
-                snd_max: None,
+                sent,
                 inner: tx,
                 meter,
                 now,

@@ -12,6 +12,7 @@ mod reassembly;
 mod sack;
 mod table;
 mod verdict;
+mod zero_window;
 
 pub use table::{SocketInfo, SocketKind};
 pub use verdict::Verdict;

@@ -119,7 +119,7 @@ impl Inner {
             40
         };
         let mss = caps.max_transmission_unit.saturating_sub(header).max(1);
-        let Some(ack) = hole(packet, mss, tcp.snd_max) else {
+        let Some(ack) = hole(packet, mss, tcp.sent.snd_max) else {
             return;
         };
         if tcp.sack_hole == Some(ack) {
@@ -151,7 +151,7 @@ impl Inner {
 
     /// Runs the interface on a packet of our own making: nothing is observed or counted,
     /// and what the socket answers is kept in `replies`, not sent.
-    fn feed_unseen(
+    pub(super) fn feed_unseen(
         &mut self,
         now: Instant,
         packet: &[u8],

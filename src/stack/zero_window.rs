@@ -1,0 +1,78 @@
+//! The peer's ACKs while our receive window is closed (RFC 9293 §3.10.7.4: "special
+//! allowance should be made to accept valid ACKs").
+//!
+//! smoltcp reads a segment's ACK only if the segment is acceptable, and with a zero window
+//! only a zero-length segment exactly at RCV.NXT is. A peer whose next sequence number is
+//! past that — it sent up to a window edge that smoltcp then pulled back by a few bytes
+//! (window scaling rounds the free space down) — can then never tell us that its own window
+//! opened: we wait for its window, it waits for ours, each probing the other forever. Such
+//! a segment's ACK goes to the socket again, in a copy without data that starts at RCV.NXT
+//! (the ACK number we last sent).
+
+use smoltcp::phy::DeviceCapabilities;
+use smoltcp::time::Instant;
+
+use super::sack::duplicate_ack;
+use super::{EntryKind, Inner};
+use crate::flow::SocketId;
+use crate::packet::{PacketInfo, SeqField, TcpFlags, Transport, shift_tcp};
+
+impl Inner {
+    /// After the lent socket `id` saw `packet`: if our last segment closed the window and
+    /// smoltcp could not have taken this one's ACK, hands the ACK over again at RCV.NXT.
+    pub(super) fn ack_at_zero_window(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        packet: &[u8],
+        info: Option<&PacketInfo>,
+        caps: &DeviceCapabilities,
+        seq_offset: u32,
+    ) {
+        let Some(Transport::Tcp {
+            flags,
+            seq,
+            payload_len,
+            ..
+        }) = info.map(|i| i.transport)
+        else {
+            return;
+        };
+        let TcpFlags {
+            ack: true,
+            syn: false,
+            rst: false,
+            ..
+        } = flags
+        else {
+            return;
+        };
+        let Some(EntryKind::Tcp(tcp)) = self.sockets.get(id.0).map(|e| &e.kind) else {
+            return;
+        };
+        let Some((rcv_nxt, true)) = tcp.sent.ack else {
+            return;
+        };
+        if payload_len == 0 && !flags.fin && seq == rcv_nxt {
+            return; // acceptable as it is
+        }
+        let Some(mut copy) = duplicate_ack(packet, Some(rcv_nxt)) else {
+            return;
+        };
+        if seq_offset != 0 {
+            shift_tcp(&mut copy, SeqField::Ack, seq_offset);
+        }
+        log::debug!(
+            "tcp: {}: our window is closed; the peer's ACK taken at {rcv_nxt} (its segment starts at {seq})",
+            tcp.pair
+        );
+        let mut replies = Vec::new();
+        self.feed_unseen(now, &copy, caps, &mut replies);
+        if seq_offset != 0 {
+            for reply in &mut replies {
+                shift_tcp(reply, SeqField::Seq, seq_offset.wrapping_neg());
+            }
+        }
+        self.queue_raw(replies);
+    }
+}
