@@ -47,6 +47,9 @@ pub trait WaitableDevice: Device {
     fn report(&self) -> Option<String> {
         None
     }
+    /// Writes what the device holds back to send together; called after each round of
+    /// sending.
+    fn flush(&mut self) {}
 }
 
 impl WaitableDevice for TunDevice {
@@ -59,9 +62,12 @@ impl WaitableDevice for TunDevice {
     fn report(&self) -> Option<String> {
         let s = self.offload_stats()?;
         Some(format!(
-            "offloads: rx super-packets {} partial checksums {} completed {} refused {}, tx super-packets {}",
-            s.rx_super, s.rx_partial, s.rx_completed, s.rx_refused, s.tx_super
+            "offloads: rx super-packets {} partial checksums {} completed {} refused {}, tx super-packets {} (of segments joined {})",
+            s.rx_super, s.rx_partial, s.rx_completed, s.rx_refused, s.tx_super, s.tx_joined
         ))
+    }
+    fn flush(&mut self) {
+        TunDevice::flush(self)
     }
 }
 
@@ -115,6 +121,7 @@ pub fn run<D: WaitableDevice>(
         if stack.transmit(now, device) || received {
             last_traffic = now;
         }
+        device.flush();
         if let Some(err) = device.take_error() {
             return Err(err);
         }
@@ -180,6 +187,7 @@ fn flush<D: WaitableDevice>(stack: &Stack, device: &mut D, clock: &Clock) {
     while clock.now() < deadline {
         let now = clock.now();
         stack.poll(now, device);
+        device.flush();
         if stack.is_quiet() {
             return;
         }

@@ -13,8 +13,9 @@ use std::path::Path;
 use std::time::Duration;
 
 /// The numbers on the `offloads:` line of the ss report: rx super-packets, partial
-/// checksums, checksums completed, refused, tx super-packets. None if there is no such line.
-fn offload_counters(report: &str) -> Option<[u64; 5]> {
+/// checksums, checksums completed, refused, tx super-packets, IPv6 segments joined into
+/// them. None if there is no such line.
+fn offload_counters(report: &str) -> Option<[u64; 6]> {
     let line = report.lines().find(|l| l.starts_with("offloads:"))?;
     let numbers: Vec<u64> = line
         .split(|c: char| !c.is_ascii_digit())
@@ -52,21 +53,32 @@ fn tcp_super_packets_cross_the_tun_both_ways_and_the_bytes_stay_identical() {
     let output = dir.file("out.bin");
 
     nc_echo(&netns, STACK_V4, &input, &output);
-    let [rx_super, partial, _, refused, tx_super] =
+    let [rx_super, partial, _, refused, tx_super, joined] =
         offload_counters(&ss(&netns)).expect("ss shows no offloads line: offloads are off");
     assert_eq!(refused, 0, "frames refused");
     assert!(rx_super > 0, "no super-packet came in over IPv4");
     assert!(tx_super > 0, "no super-packet went out over IPv4");
+    assert_eq!(
+        joined, 0,
+        "IPv4 segments are made long by smoltcp, not joined"
+    );
     assert!(
         partial >= rx_super,
         "super-packets come with a partial checksum"
     );
 
-    // IPv6: super-packets come in (out they are MSS-sized: see phy/tun.rs).
+    // IPv6: super-packets come in; out, smoltcp's MSS-sized segments are joined into them
+    // (phy/coalesce.rs).
     nc_echo(&netns, STACK_V6, &input, &output);
-    let [rx_super_v6, _, _, refused, _] = offload_counters(&ss(&netns)).unwrap();
+    let [rx_super_v6, _, _, refused, tx_super_v6, joined] = offload_counters(&ss(&netns)).unwrap();
     assert_eq!(refused, 0, "frames refused");
     assert!(rx_super_v6 > rx_super, "no super-packet came in over IPv6");
+    assert!(tx_super_v6 > tx_super, "no super-packet went out over IPv6");
+    assert!(
+        joined > 2 * (tx_super_v6 - tx_super),
+        "{joined} IPv6 segments joined into {} super-packets",
+        tx_super_v6 - tx_super
+    );
     stack.assert_no_panic();
     // The trace shows the checksums the partial ones (both ways) stand for.
     let trace = stack.stderr();

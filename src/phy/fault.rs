@@ -224,4 +224,8 @@ impl<D: WaitableDevice> WaitableDevice for FaultyDevice<D> {
             s.rx_dropped, s.rx_corrupted, s.rx_duplicated, s.tx_dropped, s.tx_corrupted
         ))
     }
+
+    fn flush(&mut self) {
+        self.inner.flush()
+    }
 }

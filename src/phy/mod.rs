@@ -1,6 +1,7 @@
 //! Devices: the TUN as a smoltcp `Device`, an in-memory link for tests, and the poll(2)
 //! wait helper. The crate's `unsafe` and syscalls live here and nowhere else.
 
+pub mod coalesce;
 pub mod fault;
 pub mod memory;
 pub mod tun;

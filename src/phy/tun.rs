@@ -8,6 +8,7 @@
 //! cannot set `IFF_VNET_HDR`, which must be asked for when attaching.
 
 use super::META_PARTIAL_CHECKSUM;
+use super::coalesce::Coalescer;
 use super::vnet::{self, RxChecksum};
 use crate::error::Error;
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
@@ -75,6 +76,8 @@ pub struct OffloadStats {
     pub rx_refused: u64,
     /// TCP segments longer than the MSS written for the kernel to take whole.
     pub tx_super: u64,
+    /// IPv6 segments that left inside one of those (see [`super::coalesce`]).
+    pub tx_joined: u64,
 }
 
 /// An open TUN device.
@@ -83,6 +86,8 @@ pub struct TunDevice {
     name: String,
     mtu: usize,
     offload: Option<OffloadStats>,
+    /// Offload path only: IPv6 segments waiting to leave as one super-packet.
+    coalesce: Option<Coalescer>,
     rx_buf: Vec<u8>,
     tx_buf: Vec<u8>,
     error: Option<io::Error>,
@@ -126,6 +131,7 @@ impl TunDevice {
             io,
             name: name.to_string(),
             mtu: mtu.min(MAX_PACKET),
+            coalesce: offload.map(|_| Coalescer::new(header)),
             offload,
             rx_buf: vec![0; header + RX_ROOM],
             tx_buf: vec![0; header + MAX_PACKET],
@@ -147,6 +153,14 @@ impl TunDevice {
     /// The offload counters, if the device was opened with offloads.
     pub fn offload_stats(&self) -> Option<OffloadStats> {
         self.offload
+    }
+
+    /// Writes what waits to leave as one super-packet (IPv6 segments sent in this turn).
+    /// Call after each round of sending, before waiting.
+    pub fn flush(&mut self) {
+        if let (Some(coalesce), Some(stats)) = (self.coalesce.as_mut(), self.offload.as_mut()) {
+            write_joined(&self.io, coalesce, stats, &mut self.tx_errors);
+        }
     }
 
     /// A read error other than "no packet now" (the device was deleted, ...), once.
@@ -274,6 +288,7 @@ pub struct TunTx<'a> {
     buf: &'a mut Vec<u8>,
     errors: &'a mut u64,
     offload: Option<&'a mut OffloadStats>,
+    coalesce: Option<&'a mut Coalescer>,
     /// The MSS smoltcp asks the device to cut this segment at, if it is longer.
     mss: Option<u16>,
 }
@@ -299,6 +314,17 @@ impl phy::TxToken for TunTx<'_> {
         let frame = &mut self.buf[..header + len];
         let result = f(&mut frame[header..]);
         if let Some(stats) = self.offload {
+            if let Some(coalesce) = self.coalesce {
+                // Keep the order: what waits leaves before anything that cannot join it.
+                let joined = self.mss.is_none() && coalesce.push(&frame[header..]);
+                if joined {
+                    return result;
+                }
+                write_joined(self.io, coalesce, stats, self.errors);
+                if self.mss.is_none() && coalesce.push(&frame[header..]) {
+                    return result;
+                }
+            }
             let vnet = vnet::outbound_header(&mut frame[header..], self.mss);
             if vnet.gso_size != 0 {
                 stats.tx_super += 1;
@@ -306,16 +332,37 @@ impl phy::TxToken for TunTx<'_> {
             // The frame has room for the header by construction.
             let _ = vnet.encode(frame);
         }
-        if let Err(err) = self.io.send(frame) {
-            *self.errors += 1;
-            log::warn!("tun: write of {len} bytes failed: {err}");
-        }
+        write_frame(self.io, frame, self.errors);
         result
     }
 
     fn set_meta(&mut self, meta: phy::PacketMeta) {
         self.mss = meta.segmentation_offload_size.map(|m| m.get());
     }
+}
+
+/// Writes one frame (device header included); a failure is counted and logged.
+fn write_frame(io: &Io, frame: &[u8], errors: &mut u64) {
+    if let Err(err) = io.send(frame) {
+        *errors += 1;
+        log::warn!("tun: write of {} bytes failed: {err}", frame.len());
+    }
+}
+
+/// Writes the super-packet `coalesce` holds, if any.
+fn write_joined(io: &Io, coalesce: &mut Coalescer, stats: &mut OffloadStats, errors: &mut u64) {
+    let Some((frame, segment_size)) = coalesce.take() else {
+        return;
+    };
+    let header = io.header_len();
+    let vnet = vnet::outbound_header(&mut frame[header..], segment_size);
+    if vnet.gso_size != 0 {
+        stats.tx_super += 1;
+        let payload = frame.len() - usize::from(vnet.hdr_len) - header;
+        stats.tx_joined += payload.div_ceil(usize::from(vnet.gso_size)) as u64;
+    }
+    let _ = vnet.encode(frame);
+    write_frame(io, frame, errors);
 }
 
 impl Device for TunDevice {
@@ -365,6 +412,7 @@ impl Device for TunDevice {
             tx_buf,
             tx_errors,
             offload,
+            coalesce,
             ..
         } = self;
         Some((
@@ -374,6 +422,7 @@ impl Device for TunDevice {
                 buf: tx_buf,
                 errors: tx_errors,
                 offload: offload.as_mut(),
+                coalesce: coalesce.as_mut(),
                 mss: None,
             },
         ))
@@ -385,6 +434,7 @@ impl Device for TunDevice {
             buf: &mut self.tx_buf,
             errors: &mut self.tx_errors,
             offload: self.offload.as_mut(),
+            coalesce: self.coalesce.as_mut(),
             mss: None,
         })
     }
