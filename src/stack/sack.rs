@@ -38,7 +38,8 @@ pub(super) fn hole(packet: &[u8], mss: usize, snd_max: Option<u32>) -> Option<u3
         return None;
     }
     let ack = tcp.acknowledgment_number();
-    let blocks: Vec<(u32, u32)> = tcp
+    // At most four blocks fit in the options: no allocation on this per-segment path.
+    let (sacked, highest) = tcp
         .options_iterator()
         .filter_map(Result::ok)
         .filter_map(|option| match option {
@@ -50,16 +51,20 @@ pub(super) fn hole(packet: &[u8], mss: usize, snd_max: Option<u32>) -> Option<u3
         .flatten()
         // A block at or below the ACK is a D-SACK (a duplicate), not a hole's evidence.
         .filter(|&(left, right)| after(left, ack) && after(right, left))
-        .collect();
-    let sacked: u64 = blocks
-        .iter()
-        .map(|&(left, right)| u64::from(right.wrapping_sub(left)))
-        .sum();
-    let all_after_it = snd_max.is_some_and(|end| {
-        blocks
-            .iter()
-            .any(|&(_, right)| right == end || after(right, end))
-    });
+        .fold(
+            (0u64, None),
+            |(sum, highest): (u64, Option<u32>), (left, right)| {
+                let highest = match highest {
+                    Some(h) if !after(right, h) => h,
+                    _ => right,
+                };
+                (sum + u64::from(right.wrapping_sub(left)), Some(highest))
+            },
+        );
+    let all_after_it = match (snd_max, highest) {
+        (Some(end), Some(right)) => right == end || after(right, end),
+        _ => false,
+    };
     (sacked >= (DUP_THRESH * mss) as u64 || all_after_it).then_some(ack)
 }
 
@@ -128,43 +133,43 @@ impl Inner {
         tcp.sack_hole = Some(ack);
         self.meter.stats.sack_recoveries += 1;
         log::debug!("tcp: {}: SACK shows {ack} lost; fast retransmit", tcp.pair);
-        let Some(mut dup) = duplicate_ack(packet, None) else {
-            return;
-        };
+        // smoltcp answers none of them; the retransmission leaves in egress.
+        if let Some(dup) = duplicate_ack(packet, None) {
+            self.feed_made(now, dup, DUP_THRESH, caps, seq_offset);
+        }
+    }
+
+    /// Runs the interface `times` on `packet`, a segment of our own making in the peer's
+    /// numbers, for the lent socket (whose SYN-cookie offset is `seq_offset`). Nothing is
+    /// observed or counted. What the socket answers (an ACK, to a segment outside its
+    /// window) it believes sent, so it is sent.
+    pub(super) fn feed_made(
+        &mut self,
+        now: Instant,
+        mut packet: Vec<u8>,
+        times: usize,
+        caps: &DeviceCapabilities,
+        seq_offset: u32,
+    ) {
         if seq_offset != 0 {
-            shift_tcp(&mut dup, SeqField::Ack, seq_offset);
+            shift_tcp(&mut packet, SeqField::Ack, seq_offset);
         }
         let mut replies = Vec::new();
-        for _ in 0..DUP_THRESH {
-            self.feed_unseen(now, &dup, caps, &mut replies);
+        for _ in 0..times {
+            let Inner { iface, scratch, .. } = self;
+            let mut one = OnePacket {
+                packet: &packet,
+                tx: Some(SinkTx(&mut replies)),
+                caps: caps.clone(),
+            };
+            iface.poll_ingress_single(now, &mut one, scratch);
         }
-        // smoltcp answers none of three duplicate ACKs (the retransmission leaves in
-        // egress); one outside its window (the peer's segment was) gets an ACK, which
-        // smoltcp now believes sent: send it.
         if seq_offset != 0 {
             for reply in &mut replies {
                 shift_tcp(reply, SeqField::Seq, seq_offset.wrapping_neg());
             }
         }
         self.queue_raw(replies);
-    }
-
-    /// Runs the interface on a packet of our own making: nothing is observed or counted,
-    /// and what the socket answers is kept in `replies`, not sent.
-    pub(super) fn feed_unseen(
-        &mut self,
-        now: Instant,
-        packet: &[u8],
-        caps: &DeviceCapabilities,
-        replies: &mut Vec<Vec<u8>>,
-    ) {
-        let Inner { iface, scratch, .. } = self;
-        let mut one = OnePacket {
-            packet,
-            tx: Some(SinkTx(replies)),
-            caps: caps.clone(),
-        };
-        iface.poll_ingress_single(now, &mut one, scratch);
     }
 }
 

@@ -15,7 +15,7 @@ use smoltcp::time::Instant;
 use super::sack::duplicate_ack;
 use super::{EntryKind, Inner};
 use crate::flow::SocketId;
-use crate::packet::{PacketInfo, SeqField, TcpFlags, Transport, shift_tcp};
+use crate::packet::{PacketInfo, TcpFlags, Transport};
 
 impl Inner {
     /// After the lent socket `id` saw `packet`: if our last segment closed the window and
@@ -56,23 +56,13 @@ impl Inner {
         if payload_len == 0 && !flags.fin && seq == rcv_nxt {
             return; // acceptable as it is
         }
-        let Some(mut copy) = duplicate_ack(packet, Some(rcv_nxt)) else {
+        let Some(copy) = duplicate_ack(packet, Some(rcv_nxt)) else {
             return;
         };
-        if seq_offset != 0 {
-            shift_tcp(&mut copy, SeqField::Ack, seq_offset);
-        }
         log::debug!(
             "tcp: {}: our window is closed; the peer's ACK taken at {rcv_nxt} (its segment starts at {seq})",
             tcp.pair
         );
-        let mut replies = Vec::new();
-        self.feed_unseen(now, &copy, caps, &mut replies);
-        if seq_offset != 0 {
-            for reply in &mut replies {
-                shift_tcp(reply, SeqField::Seq, seq_offset.wrapping_neg());
-            }
-        }
-        self.queue_raw(replies);
+        self.feed_made(now, copy, 1, caps, seq_offset);
     }
 }
