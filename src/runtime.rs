@@ -47,8 +47,10 @@ pub trait WaitableDevice: Device {
     fn report(&self) -> Option<String> {
         None
     }
-    /// Writes what the device holds back to send together; called after each round of
-    /// sending.
+    /// Lets the device hold packets back to send them together; [`WaitableDevice::flush`]
+    /// is then called after each round of sending.
+    fn hold_back(&mut self) {}
+    /// Writes what the device holds back to send together.
     fn flush(&mut self) {}
 }
 
@@ -65,6 +67,9 @@ impl WaitableDevice for TunDevice {
             "offloads: rx super-packets {} partial checksums {} completed {} refused {}, tx super-packets {} (of segments joined {})",
             s.rx_super, s.rx_partial, s.rx_completed, s.rx_refused, s.tx_super, s.tx_joined
         ))
+    }
+    fn hold_back(&mut self) {
+        self.join_ipv6_segments()
     }
     fn flush(&mut self) {
         TunDevice::flush(self)
@@ -104,6 +109,8 @@ pub fn run<D: WaitableDevice>(
     options: &RunOptions,
 ) -> Result<i32> {
     let signals = SignalPipe::install()?;
+    // This loop flushes after every round of sending (below and in `flush`).
+    device.hold_back();
     let control = options.control.as_ref();
     let clock = Clock::start();
     let mut ready = Vec::new();

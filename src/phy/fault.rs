@@ -225,6 +225,10 @@ impl<D: WaitableDevice> WaitableDevice for FaultyDevice<D> {
         ))
     }
 
+    fn hold_back(&mut self) {
+        self.inner.hold_back()
+    }
+
     fn flush(&mut self) {
         self.inner.flush()
     }

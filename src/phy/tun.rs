@@ -131,7 +131,7 @@ impl TunDevice {
             io,
             name: name.to_string(),
             mtu: mtu.min(MAX_PACKET),
-            coalesce: offload.map(|_| Coalescer::new(header)),
+            coalesce: None,
             offload,
             rx_buf: vec![0; header + RX_ROOM],
             tx_buf: vec![0; header + MAX_PACKET],
@@ -153,6 +153,16 @@ impl TunDevice {
     /// The offload counters, if the device was opened with offloads.
     pub fn offload_stats(&self) -> Option<OffloadStats> {
         self.offload
+    }
+
+    /// From now on (offload path only), holds back IPv6 TCP segments to write them as one
+    /// super-packet ([`super::coalesce`]). Only for a loop that calls [`TunDevice::flush`]
+    /// after each round of sending: until then the segments are not on the wire.
+    /// `runtime::run` does both.
+    pub fn join_ipv6_segments(&mut self) {
+        if self.offload.is_some() && self.coalesce.is_none() {
+            self.coalesce = Some(Coalescer::new(self.io.header_len()));
+        }
     }
 
     /// Writes what waits to leave as one super-packet (IPv6 segments sent in this turn).
