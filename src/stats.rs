@@ -86,6 +86,9 @@ pub struct Stats {
     /// Holes the peer's SACK blocks showed, which smoltcp alone would have left to the
     /// retransmission timeout (see `stack::sack`): each started a fast retransmit.
     pub sack_recoveries: u64,
+    /// Tail-loss probes: the peer acknowledged nothing for two round trips while data of
+    /// ours was outstanding, and a fast retransmit was started (see `stack::tail`).
+    pub tail_probes: u64,
     /// SYN-ACKs carrying a SYN cookie, sent because a listener's SYN queue was full.
     pub syn_cookies_sent: u64,
     /// Connections made from an ACK that returned a valid cookie.
@@ -125,12 +128,13 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "connections: established {}, reaped {}, rst sent {}, icmp errors {}, sack recoveries {}, retransmitted {}",
+            "connections: established {}, reaped {}, rst sent {}, icmp errors {}, sack recoveries {}, tail probes {}, retransmitted {}",
             self.tcp_established,
             self.tcp_reaped,
             self.rst_sent,
             self.icmp_errors,
             self.sack_recoveries,
+            self.tail_probes,
             self.tcp_retransmits
         )?;
         writeln!(

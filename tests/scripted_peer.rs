@@ -674,3 +674,65 @@ fn the_peers_ack_is_taken_while_our_window_is_closed() {
         "our 1000 bytes still unacknowledged"
     );
 }
+
+/// Our timestamp on a segment we sent, for the peer to echo.
+fn our_tsval(seg: &Seg) -> u32 {
+    seg.options
+        .iter()
+        .find_map(|o| match o {
+            TcpOptionElement::Timestamp(tsval, _) => Some(*tsval),
+            _ => None,
+        })
+        .expect("no timestamp on our segment")
+}
+
+/// Our last segments of a burst are lost: with timestamps known, we resend them after two
+/// round trips and the peer's delayed-ACK allowance, not after smoltcp's 1 s timeout.
+/// Without timestamps (no round trip known) the timeout stays.
+#[test]
+fn a_lost_tail_is_probed_within_a_quarter_second_when_the_round_trip_is_known() {
+    for timestamps in [true, false] {
+        let mut peer = Peer::new();
+        let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
+        let mut syn = LINUX_SYN.to_vec();
+        if timestamps {
+            syn.push(TcpOptionElement::Timestamp(1, 0));
+        }
+        peer.send_with(45000, 1000, None, "S", &[], &syn);
+        let synack = peer.exchange().remove(0);
+        let echo = |seg: &Seg| {
+            if timestamps {
+                vec![TcpOptionElement::Timestamp(2, our_tsval(seg))]
+            } else {
+                Vec::new()
+            }
+        };
+        let options = echo(&synack);
+        peer.send_with(
+            45000,
+            1001,
+            Some(synack.seq.wrapping_add(1)),
+            "A",
+            &[],
+            &options,
+        );
+        peer.exchange();
+        let (stream, _) = listener.accept().unwrap();
+        stream.write(&[1u8; 3000]).unwrap();
+        let sent: Vec<Seg> = peer.exchange().into_iter().filter(|s| s.len > 0).collect();
+        assert!(sent.len() >= 2, "{sent:?}");
+        // The first arrives and is acknowledged (with our timestamp echoed); the rest is lost.
+        let acked = sent[0].seq.wrapping_add(sent[0].len as u32);
+        let options = echo(&sent[0]);
+        peer.send_with(45000, 1001, Some(acked), "A", &[], &options);
+        peer.exchange();
+        peer.now += Duration::from_millis(250);
+        let resent = peer.exchange();
+        let probed = resent.iter().any(|s| s.seq == acked && s.len > 0);
+        assert_eq!(
+            probed, timestamps,
+            "timestamps {timestamps}: segments 250 ms after the loss: {resent:?}"
+        );
+        assert_eq!(peer.stack.stats().tail_probes, u64::from(timestamps));
+    }
+}

@@ -83,7 +83,10 @@ impl<T: phy::TxToken> phy::TxToken for TapTx<'_, T> {
                         Some(h) if (end.wrapping_sub(h) as i32) <= 0 => {
                             meter.stats.tcp_retransmits += 1
                         }
-                        _ => sent.snd_max = Some(end),
+                        _ => {
+                            sent.snd_max = Some(end);
+                            sent.progress_at = Some(now);
+                        }
                     }
                 }
                 if let Some((ack, window)) = tcp_ack_window(buf) {

@@ -69,6 +69,7 @@ impl Inner {
         let Some(handle) = self.lend(id) else {
             return false;
         };
+        self.tail_probe(now, id, &device.capabilities(), seq_offset);
         let mut rounds = 0;
         let poll_at = {
             let Inner {
@@ -116,6 +117,9 @@ impl Inner {
                 t.give_up_at()
             });
         if let Some(at) = give_up_at {
+            self.schedule(id, at.max(now + Duration::from_millis(1)));
+        }
+        if let Some(at) = self.probe_at(id) {
             self.schedule(id, at.max(now + Duration::from_millis(1)));
         }
         let state_after = self.tcp_state(id);

@@ -53,6 +53,9 @@ pub(crate) struct Sent {
     /// The ACK number of the last segment sent (RCV.NXT as the peer knows it), and whether
     /// it advertised a zero window.
     pub ack: Option<(u32, bool)>,
+    /// When new data last went out or the peer last acknowledged some: the tail-loss probe
+    /// counts from here ([`super::tail`]).
+    pub progress_at: Option<Instant>,
 }
 
 /// Where a TCP data socket is in its life.
@@ -93,6 +96,10 @@ pub(crate) struct TcpEntry {
     /// The ACK number the peer's SACK blocks last showed to be a hole, which smoltcp was
     /// told about with duplicate ACKs ([`super::sack`]): each hole is told once.
     pub sack_hole: Option<u32>,
+    /// The peer's last ACK number and window field, as on the wire.
+    pub peer_ack: Option<(u32, u16)>,
+    /// The round trip in ms, smoothed, from the peer's echoes of our timestamps.
+    pub srtt_ms: Option<u32>,
 }
 
 impl TcpEntry {
@@ -116,6 +123,8 @@ impl TcpEntry {
             sent: Sent::default(),
             seq_offset: 0,
             sack_hole: None,
+            peer_ack: None,
+            srtt_ms: None,
         }
     }
 
@@ -262,13 +271,13 @@ impl Inner {
     }
 }
 
-/// TCP timestamps (RFC 7323) in milliseconds since the first connection. Offered back to
-/// every peer that offers them: Linux reuses a TIME_WAIT port (`tcp_tw_reuse`) only
-/// towards a peer that sends them. smoltcp only echoes them (no RTT sampling, no PAWS).
-fn tsval() -> u32 {
+/// TCP timestamps (RFC 7323) in milliseconds since the first connection, from 1 (an echo
+/// of 0 means "none"). Offered back to every peer that offers them: Linux reuses a
+/// TIME_WAIT port (`tcp_tw_reuse`) only towards a peer that sends them. smoltcp only echoes
+/// them (no RTT sampling, no PAWS); the tail-loss probe takes round trips from the peer's
+/// echoes ([`super::tail`]).
+pub(super) fn tsval() -> u32 {
     static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    START
-        .get_or_init(std::time::Instant::now)
-        .elapsed()
-        .as_millis() as u32
+    let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
+    (elapsed.as_millis() as u32).wrapping_add(1)
 }

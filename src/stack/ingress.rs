@@ -147,6 +147,7 @@ impl Inner {
         let udp_queue_before = lent.and_then(|(id, _)| self.udp_recv_queue(id));
         self.feed(now, packet, tx, caps, route.target, route.seq_offset);
         if let Some((id, _)) = lent {
+            self.note_peer_ack(now, id, packet, route.info.as_ref());
             self.report_sack_hole(now, id, packet, caps, route.seq_offset);
             self.ack_at_zero_window(now, id, packet, route.info.as_ref(), caps, route.seq_offset);
         }

@@ -11,6 +11,7 @@ mod ingress;
 mod reassembly;
 mod sack;
 mod table;
+mod tail;
 mod verdict;
 mod zero_window;
 

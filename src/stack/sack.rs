@@ -181,7 +181,7 @@ fn tcp_of(packet: &[u8]) -> Option<etherparse::TcpSlice<'_>> {
 }
 
 /// `a` comes after `b` in sequence space (RFC 1982 serial arithmetic).
-fn after(a: u32, b: u32) -> bool {
+pub(super) fn after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
 }
 

@@ -1,0 +1,134 @@
+//! A tail-loss probe for smoltcp sockets (after RFC 8985 §7).
+//!
+//! When the last segments of a burst are lost, nothing after them reaches the peer, so no
+//! SACK block reports the hole ([`super::sack`]) and smoltcp waits for its retransmission
+//! timeout: one second at least, doubling. When the peer echoes our timestamps (so the
+//! round trip is known) and has acknowledged nothing for two round trips plus its
+//! delayed-ACK allowance while data of ours is outstanding, the socket is fed three
+//! duplicates of the peer's last ACK and fast-retransmits from the first unacknowledged
+//! byte. Once per ACK number, like a SACK hole.
+
+use etherparse::{PacketBuilder, TcpHeaderSlice, TcpOptionElement};
+use smoltcp::phy::DeviceCapabilities;
+use smoltcp::time::{Duration, Instant};
+use smoltcp::wire::IpAddress;
+
+use super::entry::tsval;
+use super::sack::{DUP_THRESH, after};
+use super::{EntryKind, Inner, TcpEntry};
+use crate::flow::SocketId;
+use crate::packet::{PacketInfo, Transport, tcp_header_start};
+
+/// What the peer may take to acknowledge one segment (Linux: 40–200 ms delayed ACK).
+const DELAYED_ACK_ALLOWANCE: Duration = Duration::from_millis(200);
+/// Two round trips, but never less than this.
+const MIN_TWO_RTT: Duration = Duration::from_millis(10);
+/// Round-trip samples above this are taken for stale echoes, not round trips.
+const MAX_RTT_MS: u32 = 60_000;
+
+impl Inner {
+    /// Notes the peer's ACK, window and timestamp echo from `packet`, a segment for the
+    /// TCP socket `id`.
+    pub(super) fn note_peer_ack(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        packet: &[u8],
+        info: Option<&PacketInfo>,
+    ) {
+        let Some(Transport::Tcp {
+            flags, ack, window, ..
+        }) = info.map(|i| i.transport)
+        else {
+            return;
+        };
+        let Some(EntryKind::Tcp(tcp)) = self.sockets.get_mut(id.0).map(|e| &mut e.kind) else {
+            return;
+        };
+        if !flags.ack || flags.syn || flags.rst {
+            return;
+        }
+        if tcp.peer_ack.is_none_or(|(last, _)| after(ack, last)) {
+            tcp.sent.progress_at = Some(now);
+        }
+        tcp.peer_ack = Some((ack, window));
+        if let Some(echo) = timestamp_echo(packet).filter(|&e| e != 0) {
+            let sample = tsval().wrapping_sub(echo);
+            if sample <= MAX_RTT_MS {
+                tcp.srtt_ms = Some(tcp.srtt_ms.map_or(sample, |s| (7 * s + sample) / 8));
+            }
+        }
+    }
+
+    /// When the probe for socket `id` is due, if one is armed.
+    pub(super) fn probe_at(&self, id: SocketId) -> Option<Instant> {
+        probe_at(self.sockets.get(id.0)?.tcp()?)
+    }
+
+    /// If the probe for the lent socket `id` is due, starts the fast retransmit (it leaves
+    /// in the egress that follows).
+    pub(super) fn tail_probe(
+        &mut self,
+        now: Instant,
+        id: SocketId,
+        caps: &DeviceCapabilities,
+        seq_offset: u32,
+    ) {
+        let Some(EntryKind::Tcp(tcp)) = self.sockets.get_mut(id.0).map(|e| &mut e.kind) else {
+            return;
+        };
+        if probe_at(tcp).is_none_or(|at| at > now) {
+            return;
+        }
+        let (Some((ack, window)), Some((rcv_nxt, _))) = (tcp.peer_ack, tcp.sent.ack) else {
+            return;
+        };
+        tcp.sack_hole = Some(ack);
+        let (local, remote) = (tcp.pair.local, tcp.pair.remote);
+        log::debug!(
+            "tcp: {}: nothing acknowledged past {ack} for two round trips; fast retransmit",
+            tcp.pair
+        );
+        self.meter.stats.tail_probes += 1;
+        let builder = match (remote.addr, local.addr) {
+            (IpAddress::Ipv4(from), IpAddress::Ipv4(to)) => {
+                PacketBuilder::ipv4(from.octets(), to.octets(), 64)
+            }
+            (IpAddress::Ipv6(from), IpAddress::Ipv6(to)) => {
+                PacketBuilder::ipv6(from.octets(), to.octets(), 64)
+            }
+            _ => return,
+        };
+        let builder = builder
+            .tcp(remote.port, local.port, rcv_nxt, window)
+            .ack(ack);
+        let mut dup = Vec::with_capacity(builder.size(0));
+        if builder.write(&mut dup, &[]).is_ok() {
+            self.feed_made(now, dup, DUP_THRESH, caps, seq_offset);
+        }
+    }
+}
+
+/// Two round trips plus the delayed-ACK allowance after the last progress, while data is
+/// outstanding, the peer's window is open, its round trip is known, and this ACK number
+/// was not reported as a hole yet.
+fn probe_at(tcp: &TcpEntry) -> Option<Instant> {
+    let srtt = tcp.srtt_ms?;
+    let (ack, window) = tcp.peer_ack?;
+    let outstanding = tcp.sent.snd_max.is_some_and(|end| after(end, ack));
+    if !outstanding || window == 0 || tcp.sack_hole == Some(ack) || tcp.sent.ack.is_none() {
+        return None;
+    }
+    let two_rtt = Duration::from_millis(2 * u64::from(srtt)).max(MIN_TWO_RTT);
+    Some(tcp.sent.progress_at? + two_rtt + DELAYED_ACK_ALLOWANCE)
+}
+
+/// The peer's echo of our timestamp (TSecr), if the segment carries the option.
+fn timestamp_echo(packet: &[u8]) -> Option<u32> {
+    let start = tcp_header_start(packet)?;
+    let tcp = TcpHeaderSlice::from_slice(packet.get(start..)?).ok()?;
+    tcp.options_iterator().find_map(|option| match option {
+        Ok(TcpOptionElement::Timestamp(_, echo)) => Some(echo),
+        _ => None,
+    })
+}
