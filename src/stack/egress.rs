@@ -4,7 +4,7 @@
 //! move to the accept queue, and closed sockets nobody holds are reaped.
 
 use super::device::{Tap, TapTx};
-use super::{EntryKind, ErrorCause, Inner, Phase};
+use super::{Entry, EntryKind, ErrorCause, Inner, Phase};
 use crate::flow::SocketId;
 use smoltcp::iface::PollResult;
 use smoltcp::phy::{self, Device};
@@ -79,10 +79,7 @@ impl Inner {
                 sockets,
                 ..
             } = self;
-            let sent = sockets
-                .get_mut(id.0)
-                .and_then(|e| e.tcp_mut())
-                .map(|t| &mut t.sent);
+            let sent = sockets.get_mut(id.0).and_then(Entry::sent_mut);
             let mut tap = Tap {
                 device,
                 meter,

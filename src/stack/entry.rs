@@ -209,6 +209,11 @@ impl Entry {
         }
     }
 
+    /// What a TCP socket has sent, for the tap that counts it.
+    pub fn sent_mut(&mut self) -> Option<&mut Sent> {
+        self.tcp_mut().map(|t| &mut t.sent)
+    }
+
     pub fn listener_mut(&mut self) -> Option<&mut Listener> {
         match &mut self.kind {
             EntryKind::Listener(l) => Some(l),

@@ -5,7 +5,8 @@
 use super::device::{OnePacket, TapTx};
 use super::handshake::Arrival;
 use super::reassembly::Reassembly;
-use super::{EntryKind, ErrorCause, Inner, Verdict};
+use super::sack::PeerSegment;
+use super::{Entry, EntryKind, ErrorCause, Inner, Verdict};
 use crate::flow::{SocketId, SocketPair};
 use crate::packet::{
     PacketInfo, QuotedFlow, SeqField, TcpFlags, Transport, TransportChecksum, classify_with,
@@ -146,12 +147,13 @@ impl Inner {
         let lent = route.target.and_then(|id| self.lend(id).map(|h| (id, h)));
         let udp_queue_before = lent.and_then(|(id, _)| self.udp_recv_queue(id));
         self.feed(now, packet, tx, caps, route.target, route.seq_offset);
-        if let Some((id, _)) = lent {
-            self.note_peer_ack(now, id, packet, route.info.as_ref());
-            self.report_sack_hole(now, id, packet, caps, route.seq_offset);
-            self.ack_at_zero_window(now, id, packet, route.info.as_ref(), caps, route.seq_offset);
-        }
         if let Some((id, handle)) = lent {
+            let info = route.info.as_ref();
+            if let Some(seg) = PeerSegment::read(id, packet, info, caps, route.seq_offset) {
+                self.note_peer_ack(now, &seg);
+                self.report_sack_hole(now, &seg);
+                self.ack_at_zero_window(now, &seg);
+            }
             self.unlend(id, handle);
             self.after_ingress(id, route.info.as_ref(), udp_queue_before, now);
         }
@@ -187,8 +189,7 @@ impl Inner {
         } = self;
         let sent = target
             .and_then(|id| sockets.get_mut(id.0))
-            .and_then(|e| e.tcp_mut())
-            .map(|t| &mut t.sent);
+            .and_then(Entry::sent_mut);
         let mut one = OnePacket {
             packet,
             tx: Some(TapTx {

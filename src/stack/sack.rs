@@ -12,60 +12,139 @@
 //! peer's segment without its data. Once per hole. A lost retransmission still waits for
 //! the timeout.
 
-use etherparse::{PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+use etherparse::{
+    IpHeaders, PacketBuilder, PacketBuilderStep, SlicedPacket, TcpHeaderSlice, TcpOptionElement,
+    TransportSlice,
+};
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::time::Instant;
 
+use super::Inner;
 use super::device::{OnePacket, SinkTx};
-use super::{EntryKind, Inner};
 use crate::flow::SocketId;
-use crate::packet::{SeqField, shift_tcp, tcp_header_start};
+use crate::packet::{PacketInfo, SeqField, TcpFlags, Transport, shift_tcp, tcp_header_start};
 
 /// Duplicate ACKs that start a fast retransmit (RFC 5681, RFC 6675's DupThresh).
 pub(super) const DUP_THRESH: usize = 3;
 
-/// If `packet` is an ACK whose SACK blocks show a hole at its ACK number — at least
-/// [`DUP_THRESH`] segments of `mss` bytes received above it, or everything up to
-/// `snd_max` (the end of what we have sent) — that ACK number.
-pub(super) fn hole(packet: &[u8], mss: usize, snd_max: Option<u32>) -> Option<u32> {
-    // Cheap test first: a TCP header with options, as a SACK-carrying one has.
-    let start = tcp_header_start(packet)?;
-    if packet.get(start + 12).is_none_or(|offset| offset >> 4 <= 5) {
-        return None;
-    }
-    let tcp = tcp_of(packet)?;
-    if !tcp.ack() || tcp.syn() || tcp.fin() || tcp.rst() {
-        return None;
-    }
-    let ack = tcp.acknowledgment_number();
-    // At most four blocks fit in the options: no allocation on this per-segment path.
-    let (sacked, highest) = tcp
-        .options_iterator()
-        .filter_map(Result::ok)
-        .filter_map(|option| match option {
-            TcpOptionElement::SelectiveAcknowledgement(first, rest) => {
-                Some(std::iter::once(first).chain(rest.into_iter().flatten()))
+/// What a peer segment's TCP options say, read in one pass: the SACK evidence above its
+/// ACK number, and the echo of our timestamp (for [`super::tail`]).
+#[derive(Debug, Default, Clone, Copy)]
+pub(super) struct PeerOptions {
+    /// Bytes the SACK blocks above the ACK cover.
+    sacked: u64,
+    /// The highest right edge among those blocks.
+    highest: Option<u32>,
+    /// The peer's echo of our timestamp (TSecr), if the option is there.
+    pub tsecr: Option<u32>,
+}
+
+impl PeerOptions {
+    /// Reads the options of `packet`, a TCP segment whose ACK number is `ack`; nothing for
+    /// a segment without options (the cheap test first: every segment goes through here).
+    pub(super) fn read(packet: &[u8], ack: u32) -> PeerOptions {
+        let mut options = PeerOptions::default();
+        let Some(start) = tcp_header_start(packet) else {
+            return options;
+        };
+        if packet.get(start + 12).is_none_or(|offset| offset >> 4 <= 5) {
+            return options;
+        }
+        let Some(tcp) = packet
+            .get(start..)
+            .and_then(|h| TcpHeaderSlice::from_slice(h).ok())
+        else {
+            return options;
+        };
+        for option in tcp.options_iterator().filter_map(Result::ok) {
+            match option {
+                TcpOptionElement::Timestamp(_, echo) => options.tsecr = Some(echo),
+                TcpOptionElement::SelectiveAcknowledgement(first, rest) => {
+                    // A block at or below the ACK is a D-SACK (a duplicate), no evidence.
+                    let blocks = std::iter::once(first).chain(rest.into_iter().flatten());
+                    for (left, right) in blocks.filter(|&(l, r)| after(l, ack) && after(r, l)) {
+                        options.sacked += u64::from(right.wrapping_sub(left));
+                        if options.highest.is_none_or(|h| after(right, h)) {
+                            options.highest = Some(right);
+                        }
+                    }
+                }
+                _ => {}
             }
-            _ => None,
+        }
+        options
+    }
+}
+
+/// A segment from the peer of a lent TCP socket, as the repairs on top of smoltcp need it
+/// (this module, [`super::zero_window`], [`super::tail`]): read once per segment.
+pub(super) struct PeerSegment<'a> {
+    pub id: SocketId,
+    pub packet: &'a [u8],
+    pub flags: TcpFlags,
+    pub seq: u32,
+    pub ack: u32,
+    pub window: u16,
+    pub payload_len: usize,
+    pub options: PeerOptions,
+    pub caps: &'a DeviceCapabilities,
+    /// The socket's SYN-cookie offset ([`super::TcpEntry::seq_offset`]).
+    pub seq_offset: u32,
+}
+
+impl<'a> PeerSegment<'a> {
+    /// `packet` for the lent socket `id`, if it is a TCP segment.
+    pub(super) fn read(
+        id: SocketId,
+        packet: &'a [u8],
+        info: Option<&PacketInfo>,
+        caps: &'a DeviceCapabilities,
+        seq_offset: u32,
+    ) -> Option<PeerSegment<'a>> {
+        let Transport::Tcp {
+            flags,
+            seq,
+            ack,
+            window,
+            payload_len,
+            ..
+        } = info?.transport
+        else {
+            return None;
+        };
+        Some(PeerSegment {
+            id,
+            packet,
+            flags,
+            seq,
+            ack,
+            window,
+            payload_len,
+            options: PeerOptions::read(packet, ack),
+            caps,
+            seq_offset,
         })
-        .flatten()
-        // A block at or below the ACK is a D-SACK (a duplicate), not a hole's evidence.
-        .filter(|&(left, right)| after(left, ack) && after(right, left))
-        .fold(
-            (0u64, None),
-            |(sum, highest): (u64, Option<u32>), (left, right)| {
-                let highest = match highest {
-                    Some(h) if !after(right, h) => h,
-                    _ => right,
-                };
-                (sum + u64::from(right.wrapping_sub(left)), Some(highest))
-            },
-        );
-    let all_after_it = match (snd_max, highest) {
+    }
+}
+
+/// If a segment with `flags` and ACK number `ack` shows, by its `options`, a hole at that
+/// ACK number — at least [`DUP_THRESH`] segments of `mss` bytes received above it, or
+/// everything up to `snd_max` (the end of what we have sent) — that ACK number.
+pub(super) fn hole(
+    flags: TcpFlags,
+    ack: u32,
+    options: &PeerOptions,
+    mss: usize,
+    snd_max: Option<u32>,
+) -> Option<u32> {
+    if !flags.ack || flags.syn || flags.fin || flags.rst {
+        return None;
+    }
+    let all_after_it = match (snd_max, options.highest) {
         (Some(end), Some(right)) => right == end || after(right, end),
         _ => false,
     };
-    (sacked >= (DUP_THRESH * mss) as u64 || all_after_it).then_some(ack)
+    (options.sacked >= (DUP_THRESH * mss) as u64 || all_after_it).then_some(ack)
 }
 
 /// The duplicate ACK `packet` stands for: the same ACK and window, no data, no options;
@@ -91,40 +170,40 @@ pub(super) fn duplicate_ack(packet: &[u8], seq: Option<u32>) -> Option<Vec<u8>> 
         }
         etherparse::NetSlice::Arp(_) => return None,
     };
-    let builder = builder
-        .tcp(
-            tcp.source_port(),
-            tcp.destination_port(),
-            seq,
-            tcp.window_size(),
-        )
-        .ack(tcp.acknowledgment_number());
+    let ports = (tcp.source_port(), tcp.destination_port());
+    let ack = tcp.acknowledgment_number();
+    pure_ack(builder, ports, seq, ack, tcp.window_size())
+}
+
+/// A TCP segment with ACK set and nothing else (no data, no options) after the IP header
+/// `ip`, from port `ports.0` to `ports.1`.
+pub(super) fn pure_ack(
+    ip: PacketBuilderStep<IpHeaders>,
+    ports: (u16, u16),
+    seq: u32,
+    ack: u32,
+    window: u16,
+) -> Option<Vec<u8>> {
+    let builder = ip.tcp(ports.0, ports.1, seq, window).ack(ack);
     let mut out = Vec::with_capacity(builder.size(0));
     builder.write(&mut out, &[]).ok()?;
     Some(out)
 }
 
 impl Inner {
-    /// If the peer's data segment `packet` shows a hole in what we sent (its SACK blocks),
-    /// makes the lent socket `id` fast-retransmit: see [`super::sack`].
-    pub(super) fn report_sack_hole(
-        &mut self,
-        now: Instant,
-        id: SocketId,
-        packet: &[u8],
-        caps: &DeviceCapabilities,
-        seq_offset: u32,
-    ) {
-        let Some(EntryKind::Tcp(tcp)) = self.sockets.get_mut(id.0).map(|e| &mut e.kind) else {
+    /// If the peer's segment shows a hole in what we sent (its SACK blocks), makes the
+    /// lent socket fast-retransmit: see [`super::sack`].
+    pub(super) fn report_sack_hole(&mut self, now: Instant, seg: &PeerSegment<'_>) {
+        let Some(tcp) = self.sockets.get_mut(seg.id.0).and_then(|e| e.tcp_mut()) else {
             return;
         };
-        let header = if packet.first().is_some_and(|v| v >> 4 == 6) {
+        let header = if seg.packet.first().is_some_and(|v| v >> 4 == 6) {
             60
         } else {
             40
         };
-        let mss = caps.max_transmission_unit.saturating_sub(header).max(1);
-        let Some(ack) = hole(packet, mss, tcp.sent.snd_max) else {
+        let mss = seg.caps.max_transmission_unit.saturating_sub(header).max(1);
+        let Some(ack) = hole(seg.flags, seg.ack, &seg.options, mss, tcp.sent.snd_max) else {
             return;
         };
         if tcp.sack_hole == Some(ack) {
@@ -134,8 +213,8 @@ impl Inner {
         self.meter.stats.sack_recoveries += 1;
         log::debug!("tcp: {}: SACK shows {ack} lost; fast retransmit", tcp.pair);
         // smoltcp answers none of them; the retransmission leaves in egress.
-        if let Some(dup) = duplicate_ack(packet, None) {
-            self.feed_made(now, dup, DUP_THRESH, caps, seq_offset);
+        if let Some(dup) = duplicate_ack(seg.packet, None) {
+            self.feed_made(now, dup, DUP_THRESH, seg.caps, seg.seq_offset);
         }
     }
 
@@ -173,13 +252,6 @@ impl Inner {
     }
 }
 
-fn tcp_of(packet: &[u8]) -> Option<etherparse::TcpSlice<'_>> {
-    match SlicedPacket::from_ip(packet).ok()?.transport? {
-        TransportSlice::Tcp(tcp) => Some(tcp),
-        _ => None,
-    }
-}
-
 /// `a` comes after `b` in sequence space (RFC 1982 serial arithmetic).
 pub(super) fn after(a: u32, b: u32) -> bool {
     (a.wrapping_sub(b) as i32) > 0
@@ -190,6 +262,16 @@ mod tests {
     use super::*;
 
     const MSS: usize = 1460;
+
+    /// [`hole`] for a whole segment, as the stack reads it.
+    fn hole_in(packet: &[u8], mss: usize, snd_max: Option<u32>) -> Option<u32> {
+        let info = crate::packet::classify_with(packet, crate::packet::TransportChecksum::Partial)
+            .unwrap();
+        let Transport::Tcp { flags, ack, .. } = info.transport else {
+            panic!("not TCP");
+        };
+        hole(flags, ack, &PeerOptions::read(packet, ack), mss, snd_max)
+    }
 
     fn segment(ack: u32, payload: &[u8], sack: &[(u32, u32)]) -> Vec<u8> {
         let mut options = Vec::new();
@@ -217,29 +299,35 @@ mod tests {
     fn three_segments_sacked_above_the_ack_make_a_hole() {
         let ack = 1_000_000;
         let three = (ack + MSS as u32, ack + 4 * MSS as u32);
-        assert_eq!(hole(&segment(ack, b"data", &[three]), MSS, None), Some(ack));
+        assert_eq!(
+            hole_in(&segment(ack, b"data", &[three]), MSS, None),
+            Some(ack)
+        );
         // Two blocks adding up to three segments count too.
         let blocks = [
             (ack + 1000, ack + 1000 + 2 * MSS as u32),
             (ack + 9000, ack + 9000 + MSS as u32),
         ];
-        assert_eq!(hole(&segment(ack, b"data", &blocks), MSS, None), Some(ack));
+        assert_eq!(
+            hole_in(&segment(ack, b"data", &blocks), MSS, None),
+            Some(ack)
+        );
     }
 
     #[test]
     fn no_hole_without_enough_evidence() {
         let ack = 1_000_000;
         let two = (ack + MSS as u32, ack + 3 * MSS as u32);
-        assert_eq!(hole(&segment(ack, b"data", &[two]), MSS, None), None);
-        assert_eq!(hole(&segment(ack, b"data", &[]), MSS, None), None);
+        assert_eq!(hole_in(&segment(ack, b"data", &[two]), MSS, None), None);
+        assert_eq!(hole_in(&segment(ack, b"data", &[]), MSS, None), None);
         // SYN, FIN or RST segments are not duplicate ACKs.
         let mut fin = segment(ack, b"data", &[(ack + MSS as u32, ack + 4 * MSS as u32)]);
         let flags_at = 20 + 13;
         fin[flags_at] |= 0x01;
-        assert_eq!(hole(&fin, MSS, None), None);
+        assert_eq!(hole_in(&fin, MSS, None), None);
         // A D-SACK block (below the ACK) is a duplicate the peer got, not a hole.
         let dsack = (ack - 4 * MSS as u32, ack);
-        assert_eq!(hole(&segment(ack, b"data", &[dsack]), MSS, None), None);
+        assert_eq!(hole_in(&segment(ack, b"data", &[dsack]), MSS, None), None);
     }
 
     #[test]
@@ -247,19 +335,22 @@ mod tests {
         let ack = 1_000_000;
         let sent_end = ack + 3 * MSS as u32;
         let last_two = (ack + MSS as u32, sent_end);
-        assert_eq!(hole(&segment(ack, b"data", &[last_two]), MSS, None), None);
         assert_eq!(
-            hole(&segment(ack, b"data", &[last_two]), MSS, Some(sent_end)),
+            hole_in(&segment(ack, b"data", &[last_two]), MSS, None),
+            None
+        );
+        assert_eq!(
+            hole_in(&segment(ack, b"data", &[last_two]), MSS, Some(sent_end)),
             Some(ack)
         );
         // Pure ACKs too (smoltcp counts them, but they may be too few).
         assert_eq!(
-            hole(&segment(ack, b"", &[last_two]), MSS, Some(sent_end)),
+            hole_in(&segment(ack, b"", &[last_two]), MSS, Some(sent_end)),
             Some(ack)
         );
         // More was sent than the peer has reported: wait for more evidence.
         assert_eq!(
-            hole(&segment(ack, b"", &[last_two]), MSS, Some(sent_end + 1)),
+            hole_in(&segment(ack, b"", &[last_two]), MSS, Some(sent_end + 1)),
             None
         );
     }
@@ -271,7 +362,10 @@ mod tests {
             ack.wrapping_add(MSS as u32),
             ack.wrapping_add(4 * MSS as u32),
         );
-        assert_eq!(hole(&segment(ack, b"data", &[three]), MSS, None), Some(ack));
+        assert_eq!(
+            hole_in(&segment(ack, b"data", &[three]), MSS, None),
+            Some(ack)
+        );
     }
 
     #[test]

@@ -8,16 +8,15 @@
 //! duplicates of the peer's last ACK and fast-retransmits from the first unacknowledged
 //! byte. Once per ACK number, like a SACK hole.
 
-use etherparse::{PacketBuilder, TcpHeaderSlice, TcpOptionElement};
+use etherparse::PacketBuilder;
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpAddress;
 
 use super::entry::tsval;
-use super::sack::{DUP_THRESH, after};
-use super::{EntryKind, Inner, TcpEntry};
+use super::sack::{DUP_THRESH, PeerSegment, after, pure_ack};
+use super::{Inner, TcpEntry};
 use crate::flow::SocketId;
-use crate::packet::{PacketInfo, Transport, tcp_header_start};
 
 /// What the peer may take to acknowledge one segment (Linux: 40–200 ms delayed ACK).
 const DELAYED_ACK_ALLOWANCE: Duration = Duration::from_millis(200);
@@ -27,32 +26,19 @@ const MIN_TWO_RTT: Duration = Duration::from_millis(10);
 const MAX_RTT_MS: u32 = 60_000;
 
 impl Inner {
-    /// Notes the peer's ACK, window and timestamp echo from `packet`, a segment for the
-    /// TCP socket `id`.
-    pub(super) fn note_peer_ack(
-        &mut self,
-        now: Instant,
-        id: SocketId,
-        packet: &[u8],
-        info: Option<&PacketInfo>,
-    ) {
-        let Some(Transport::Tcp {
-            flags, ack, window, ..
-        }) = info.map(|i| i.transport)
-        else {
+    /// Notes the peer's ACK, window and timestamp echo from `seg`.
+    pub(super) fn note_peer_ack(&mut self, now: Instant, seg: &PeerSegment<'_>) {
+        let Some(tcp) = self.sockets.get_mut(seg.id.0).and_then(|e| e.tcp_mut()) else {
             return;
         };
-        let Some(EntryKind::Tcp(tcp)) = self.sockets.get_mut(id.0).map(|e| &mut e.kind) else {
-            return;
-        };
-        if !flags.ack || flags.syn || flags.rst {
+        if !seg.flags.ack || seg.flags.syn || seg.flags.rst {
             return;
         }
-        if tcp.peer_ack.is_none_or(|(last, _)| after(ack, last)) {
+        if tcp.peer_ack.is_none_or(|(last, _)| after(seg.ack, last)) {
             tcp.sent.progress_at = Some(now);
         }
-        tcp.peer_ack = Some((ack, window));
-        if let Some(echo) = timestamp_echo(packet).filter(|&e| e != 0) {
+        tcp.peer_ack = Some((seg.ack, seg.window));
+        if let Some(echo) = seg.options.tsecr.filter(|&e| e != 0) {
             let sample = tsval().wrapping_sub(echo);
             if sample <= MAX_RTT_MS {
                 tcp.srtt_ms = Some(tcp.srtt_ms.map_or(sample, |s| (7 * s + sample) / 8));
@@ -74,7 +60,7 @@ impl Inner {
         caps: &DeviceCapabilities,
         seq_offset: u32,
     ) {
-        let Some(EntryKind::Tcp(tcp)) = self.sockets.get_mut(id.0).map(|e| &mut e.kind) else {
+        let Some(tcp) = self.sockets.get_mut(id.0).and_then(|e| e.tcp_mut()) else {
             return;
         };
         if probe_at(tcp).is_none_or(|at| at > now) {
@@ -99,11 +85,7 @@ impl Inner {
             }
             _ => return,
         };
-        let builder = builder
-            .tcp(remote.port, local.port, rcv_nxt, window)
-            .ack(ack);
-        let mut dup = Vec::with_capacity(builder.size(0));
-        if builder.write(&mut dup, &[]).is_ok() {
+        if let Some(dup) = pure_ack(builder, (remote.port, local.port), rcv_nxt, ack, window) {
             self.feed_made(now, dup, DUP_THRESH, caps, seq_offset);
         }
     }
@@ -121,14 +103,4 @@ fn probe_at(tcp: &TcpEntry) -> Option<Instant> {
     }
     let two_rtt = Duration::from_millis(2 * u64::from(srtt)).max(MIN_TWO_RTT);
     Some(tcp.sent.progress_at? + two_rtt + DELAYED_ACK_ALLOWANCE)
-}
-
-/// The peer's echo of our timestamp (TSecr), if the segment carries the option.
-fn timestamp_echo(packet: &[u8]) -> Option<u32> {
-    let start = tcp_header_start(packet)?;
-    let tcp = TcpHeaderSlice::from_slice(packet.get(start..)?).ok()?;
-    tcp.options_iterator().find_map(|option| match option {
-        Ok(TcpOptionElement::Timestamp(_, echo)) => Some(echo),
-        _ => None,
-    })
 }

@@ -9,60 +9,43 @@
 //! a segment's ACK goes to the socket again, in a copy without data that starts at RCV.NXT
 //! (the ACK number we last sent).
 
-use smoltcp::phy::DeviceCapabilities;
 use smoltcp::time::Instant;
 
-use super::sack::duplicate_ack;
-use super::{EntryKind, Inner};
-use crate::flow::SocketId;
-use crate::packet::{PacketInfo, TcpFlags, Transport};
+use super::Inner;
+use super::sack::{PeerSegment, duplicate_ack};
+use crate::packet::TcpFlags;
 
 impl Inner {
-    /// After the lent socket `id` saw `packet`: if our last segment closed the window and
-    /// smoltcp could not have taken this one's ACK, hands the ACK over again at RCV.NXT.
-    pub(super) fn ack_at_zero_window(
-        &mut self,
-        now: Instant,
-        id: SocketId,
-        packet: &[u8],
-        info: Option<&PacketInfo>,
-        caps: &DeviceCapabilities,
-        seq_offset: u32,
-    ) {
-        let Some(Transport::Tcp {
-            flags,
-            seq,
-            payload_len,
-            ..
-        }) = info.map(|i| i.transport)
-        else {
-            return;
-        };
+    /// After the lent socket saw `seg`: if our last segment closed the window and smoltcp
+    /// could not have taken this one's ACK, hands the ACK over again at RCV.NXT.
+    pub(super) fn ack_at_zero_window(&mut self, now: Instant, seg: &PeerSegment<'_>) {
         let TcpFlags {
             ack: true,
             syn: false,
             rst: false,
+            fin,
             ..
-        } = flags
+        } = seg.flags
         else {
             return;
         };
-        let Some(EntryKind::Tcp(tcp)) = self.sockets.get(id.0).map(|e| &e.kind) else {
+        let Some(tcp) = self.sockets.get(seg.id.0).and_then(|e| e.tcp()) else {
             return;
         };
         let Some((rcv_nxt, true)) = tcp.sent.ack else {
             return;
         };
-        if payload_len == 0 && !flags.fin && seq == rcv_nxt {
+        if seg.payload_len == 0 && !fin && seg.seq == rcv_nxt {
             return; // acceptable as it is
         }
-        let Some(copy) = duplicate_ack(packet, Some(rcv_nxt)) else {
+        let Some(copy) = duplicate_ack(seg.packet, Some(rcv_nxt)) else {
             return;
         };
         log::debug!(
-            "tcp: {}: our window is closed; the peer's ACK taken at {rcv_nxt} (its segment starts at {seq})",
-            tcp.pair
+            "tcp: {}: our window is closed; the peer's ACK taken at {rcv_nxt} (its segment starts at {})",
+            tcp.pair,
+            seg.seq
         );
-        self.feed_made(now, copy, 1, caps, seq_offset);
+        self.feed_made(now, copy, 1, seg.caps, seg.seq_offset);
     }
 }
