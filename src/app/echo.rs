@@ -111,15 +111,17 @@ impl EchoServer {
 
     fn echo_datagrams(&mut self) {
         if let Some((datagram, peer)) = self.pending.take()
-            && !self.send_or_hold(datagram, peer)
+            && !send_echo(&self.udp, &datagram, peer)
         {
+            self.pending = Some((datagram, peer));
             return;
         }
         loop {
             match self.udp.recv_from(&mut self.buf) {
                 Ok((n, peer)) => {
-                    let datagram = self.buf[..n].to_vec();
-                    if !self.send_or_hold(datagram, peer) {
+                    // Echoed from the receive buffer; copied only when it has to wait.
+                    if !send_echo(&self.udp, &self.buf[..n], peer) {
+                        self.pending = Some((self.buf[..n].to_vec(), peer));
                         return;
                     }
                 }
@@ -131,19 +133,16 @@ impl EchoServer {
             }
         }
     }
+}
 
-    /// Sends one echo; if the send buffer is full, keeps it for later and returns false.
-    fn send_or_hold(&mut self, datagram: Vec<u8>, peer: SocketAddr) -> bool {
-        match self.udp.send_to(&datagram, peer) {
-            Ok(_) => true,
-            Err(Error::WouldBlock) => {
-                self.pending = Some((datagram, peer));
-                false
-            }
-            Err(err) => {
-                log::debug!("echo: udp echo to {peer} failed: {err}");
-                true
-            }
+/// Sends one echo; false if the send buffer is full (the caller keeps it for later).
+fn send_echo(udp: &UdpSocket, datagram: &[u8], peer: SocketAddr) -> bool {
+    match udp.send_to(datagram, peer) {
+        Ok(_) => true,
+        Err(Error::WouldBlock) => false,
+        Err(err) => {
+            log::debug!("echo: udp echo to {peer} failed: {err}");
+            true
         }
     }
 }

@@ -15,6 +15,11 @@ use std::cmp::Reverse;
 /// Segments one socket may send per poll before others get their turn.
 const EGRESS_BURST: usize = 256;
 
+/// The timer heap is cleaned of stale entries when it holds this many per socket (plus
+/// the slack below): often enough to bound it, rarely enough to cost O(1) per push.
+const STALE_TIMERS_FACTOR: usize = 2;
+const STALE_TIMERS_SLACK: usize = 64;
+
 /// Packets built outside smoltcp that may wait for the device.
 const RAW_TX_LIMIT: usize = 1024;
 
@@ -22,7 +27,9 @@ impl Inner {
     /// Transmits for every dirty socket and every socket whose timer is due.
     pub fn egress<D: Device>(&mut self, now: Instant, device: &mut D) -> bool {
         self.send_raw(now, device);
-        let mut due = std::mem::take(&mut self.dirty);
+        // Swapped, not taken: both lists keep their capacity from poll to poll.
+        let mut due = std::mem::take(&mut self.due);
+        std::mem::swap(&mut due, &mut self.dirty);
         for id in &due {
             if let Some(entry) = self.sockets.get_mut(id.0) {
                 entry.dirty = false;
@@ -43,9 +50,11 @@ impl Inner {
         due.sort_unstable();
         due.dedup();
         let mut sent = false;
-        for id in due {
+        for &id in &due {
             sent |= self.egress_socket(now, device, id);
         }
+        due.clear();
+        self.due = due;
         // Remaining IP fragments of earlier replies (e.g. a large ping's echo reply).
         let Inner {
             iface,
@@ -176,8 +185,23 @@ impl Inner {
             && entry.deadline.is_none_or(|current| at < current)
         {
             entry.deadline = Some(at);
+            if self.timers.len() >= STALE_TIMERS_FACTOR * self.sockets.len() + STALE_TIMERS_SLACK {
+                self.drop_stale_timers();
+            }
             self.timers.push(Reverse((at, id)));
         }
+    }
+
+    /// A timer armed earlier than a socket's existing one leaves the later one in the heap
+    /// until it comes due (lazy deletion). Dropping the stale ones once they outnumber the
+    /// sockets keeps the heap, and the memory it holds, proportional to the sockets.
+    fn drop_stale_timers(&mut self) {
+        let sockets = &self.sockets;
+        self.timers.retain(|Reverse((at, id))| {
+            sockets
+                .get(id.0)
+                .is_some_and(|entry| entry.deadline == Some(*at))
+        });
     }
 
     /// The sequence-number offset of a SYN-cookie connection; 0 for any other socket.

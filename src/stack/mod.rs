@@ -74,6 +74,8 @@ pub(crate) struct Inner {
     pub flows: FlowTable,
     pub timers: BinaryHeap<Reverse<(Instant, SocketId)>>,
     pub dirty: Vec<SocketId>,
+    /// Egress's working list, kept between polls so that it does not allocate.
+    pub due: Vec<SocketId>,
     pub ready: VecDeque<SocketId>,
     pub meter: Meter,
     pub config: StackConfig,
@@ -154,6 +156,7 @@ impl Stack {
             flows: FlowTable::default(),
             timers: BinaryHeap::new(),
             dirty: Vec::new(),
+            due: Vec::new(),
             ready: VecDeque::new(),
             meter: Meter {
                 stats: Stats::default(),
@@ -237,6 +240,12 @@ impl Stack {
     /// Number of sockets of every kind the stack holds (listeners, data sockets, UDP).
     pub fn socket_count(&self) -> usize {
         self.inner().sockets.len()
+    }
+
+    /// Entries in the timer queue, stale ones included; kept within a small multiple of
+    /// [`Stack::socket_count`].
+    pub fn timer_entries(&self) -> usize {
+        self.inner().timers.len()
     }
 
     /// Starts a graceful shutdown: listeners stop taking SYNs and every TCP connection

@@ -80,8 +80,8 @@ impl Pair {
             side.stack.take_ready(&mut side.ready);
         }
         if let Some(echo) = self.echo.as_mut() {
-            let ready = std::mem::take(&mut self.server.ready);
-            echo.on_ready(&ready);
+            echo.on_ready(&self.server.ready);
+            self.server.ready.clear();
         }
     }
 
