@@ -171,11 +171,9 @@ impl App for ConnectApp {
         self.client.pump();
     }
 
-    fn fds(&self) -> Vec<RawFd> {
+    fn fds(&self, out: &mut Vec<RawFd>) {
         if self.client.wants_input() {
-            vec![std::io::stdin().as_fd().as_raw_fd()]
-        } else {
-            Vec::new()
+            out.push(std::io::stdin().as_fd().as_raw_fd());
         }
     }
 

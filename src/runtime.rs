@@ -6,7 +6,7 @@ use crate::control::{ControlServer, report};
 use crate::error::{Error, Result};
 use crate::flow::SocketId;
 use crate::phy::TunDevice;
-use crate::phy::wait::wait_readable;
+use crate::phy::wait::{Poller, wait_readable};
 use crate::stack::Stack;
 use smoltcp::phy::Device;
 use smoltcp::time::{Duration, Instant};
@@ -21,10 +21,8 @@ const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
 pub trait App {
     /// Serves the sockets whose readiness may have changed.
     fn on_ready(&mut self, stack: &Stack, ready: &[SocketId]);
-    /// Extra file descriptors to wait on (e.g. stdin).
-    fn fds(&self) -> Vec<RawFd> {
-        Vec::new()
-    }
+    /// Extra file descriptors to wait on (e.g. stdin): appended to `out`.
+    fn fds(&self, _out: &mut Vec<RawFd>) {}
     /// One of [`App::fds`] is readable.
     fn on_fd(&mut self, _stack: &Stack, _fd: RawFd) {}
     /// `Some(code)` once the app is done and the loop should end.
@@ -114,6 +112,8 @@ pub fn run<D: WaitableDevice>(
     let control = options.control.as_ref();
     let clock = Clock::start();
     let mut ready = Vec::new();
+    let mut fds = Vec::new();
+    let mut poller = Poller::default();
     let mut shutdown_deadline: Option<Instant> = None;
     let mut last_traffic = Instant::ZERO;
     loop {
@@ -155,16 +155,18 @@ pub fn run<D: WaitableDevice>(
             delay = Some(delay.map_or(left, |d| d.min(left)));
         }
         let control_fd = control.map_or(-1, ControlServer::fd);
-        let mut fds = vec![device.fd(), signals.fd(), control_fd];
-        fds.extend(app.fds());
-        let readable =
-            wait_readable(&fds, delay).map_err(|e| Error::Device(format!("poll failed: {e}")))?;
-        if readable[1] && signals.drain() && shutdown_deadline.is_none() {
+        fds.clear();
+        fds.extend([device.fd(), signals.fd(), control_fd]);
+        app.fds(&mut fds);
+        poller
+            .wait(&fds, delay)
+            .map_err(|e| Error::Device(format!("poll failed: {e}")))?;
+        if poller.readable(1) && signals.drain() && shutdown_deadline.is_none() {
             log::info!("tunstack: signal received, closing every connection");
             stack.close_all();
             shutdown_deadline = Some(clock.now() + SHUTDOWN_GRACE);
         }
-        if readable[2]
+        if poller.readable(2)
             && let Some(control) = control
         {
             let mut text = report(stack);
@@ -174,8 +176,10 @@ pub fn run<D: WaitableDevice>(
             }
             control.serve(&text);
         }
-        for (fd, _) in fds.iter().zip(&readable).skip(3).filter(|(_, r)| **r) {
-            app.on_fd(stack, *fd);
+        for (index, &fd) in fds.iter().enumerate().skip(3) {
+            if poller.readable(index) {
+                app.on_fd(stack, fd);
+            }
         }
     }
 }

@@ -8,34 +8,52 @@ use std::os::fd::{AsRawFd, BorrowedFd, RawFd};
 /// Waits until one of `fds` is readable or `timeout` passes (`None`: no timeout).
 /// Returns which fds are readable; all false on timeout or on a signal (EINTR).
 pub fn wait_readable(fds: &[RawFd], timeout: Option<Duration>) -> io::Result<Vec<bool>> {
-    let mut pollfds: Vec<libc::pollfd> = fds
-        .iter()
-        .map(|&fd| libc::pollfd {
+    let mut poller = Poller::default();
+    poller.wait(fds, timeout)?;
+    Ok((0..fds.len()).map(|i| poller.readable(i)).collect())
+}
+
+/// poll(2) that keeps its array between calls: the event loop waits on every turn, and a
+/// turn allocates nothing.
+#[derive(Default)]
+pub struct Poller {
+    pollfds: Vec<libc::pollfd>,
+}
+
+impl Poller {
+    /// Waits until one of `fds` is readable or `timeout` passes (`None`: no timeout).
+    /// Afterwards [`Poller::readable`] tells which; none is on timeout or a signal (EINTR).
+    pub fn wait(&mut self, fds: &[RawFd], timeout: Option<Duration>) -> io::Result<()> {
+        self.pollfds.clear();
+        self.pollfds.extend(fds.iter().map(|&fd| libc::pollfd {
             fd,
             events: libc::POLLIN,
             revents: 0,
-        })
-        .collect();
-    let timeout_ms = timeout_ms(timeout);
-    // SAFETY: `pollfds` is a valid, exclusively borrowed array of `pollfds.len()` entries.
-    let rc = unsafe {
-        libc::poll(
-            pollfds.as_mut_ptr(),
-            pollfds.len() as libc::nfds_t,
-            timeout_ms,
-        )
-    };
-    if rc < 0 {
-        let err = io::Error::last_os_error();
-        if err.kind() == io::ErrorKind::Interrupted {
-            return Ok(vec![false; fds.len()]);
+        }));
+        // SAFETY: `pollfds` is a valid, exclusively borrowed array of `pollfds.len()` entries.
+        let rc = unsafe {
+            libc::poll(
+                self.pollfds.as_mut_ptr(),
+                self.pollfds.len() as libc::nfds_t,
+                timeout_ms(timeout),
+            )
+        };
+        if rc < 0 {
+            let err = io::Error::last_os_error();
+            self.pollfds.iter_mut().for_each(|p| p.revents = 0);
+            if err.kind() != io::ErrorKind::Interrupted {
+                return Err(err);
+            }
         }
-        return Err(err);
+        Ok(())
     }
-    Ok(pollfds
-        .iter()
-        .map(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
-        .collect())
+
+    /// Whether the `index`th fd of the last [`Poller::wait`] is readable (or hung up).
+    pub fn readable(&self, index: usize) -> bool {
+        self.pollfds
+            .get(index)
+            .is_some_and(|p| p.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR) != 0)
+    }
 }
 
 /// poll(2)'s timeout argument: -1 for none, else milliseconds rounded up.
