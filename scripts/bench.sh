@@ -24,7 +24,8 @@ and (b) alternate. Every namespace and process made here is removed on exit, fai
 or Ctrl-C. Nothing is sent outside these namespaces. Needs root.
 
 Measured: TCP echo throughput with 1 and 4 connections (every byte checked) at MTU 1500
-(over IPv4 and IPv6) and at a large MTU; TCP 1-byte, UDP 64-byte and ping round trips (p50/p99); UDP echo
+(over IPv4 and IPv6) and at a large MTU; TCP 1-byte, UDP 64-byte and ping round trips (p50/p99),
+also through their floors (a bare TUN loop, blocking and spinning; tunstack spinning); UDP echo
 packets/s and loss at 64 and 1472 bytes; sequential connection rate; N concurrent
 connections (time, tunstack RSS, RTT with them open); tunstack's idle CPU with
 many idle connections.
@@ -44,7 +45,7 @@ Options:
                       server on CPU 1), same (both on CPU 0) or none (scheduler's
                       choice)                                     (default split)
   --only LIST         comma-separated parts to run: throughput (TCP, both MTUs),
-                      latency (round trips, UDP rate, connection rate), scale
+                      latency (round trips and their floors, UDP rate, connection rate), scale
                       (scale and idle CPU)                        (default: all three)
   --no-kernel-scale   skip the scale test against the kernel
   --out DIR           where results go                            (default target/bench)
@@ -180,7 +181,7 @@ readonly results="$out/results.tsv" report="$out/report.md"
 failures=()
 
 # ---- cleanup: every process and namespace made here ----
-readonly ns_tun="tsb$$-tun" ns_client="tsb$$-client" ns_server="tsb$$-server"
+readonly ns_tun="tsb$$-tun" ns_client="tsb$$-client" ns_server="tsb$$-server" ns_floor="tsb$$-floor"
 pids=()
 namespaces=()
 
@@ -324,7 +325,11 @@ stop_server() {
 measure() {
     local side="$1" limit="$2" ns
     shift 2
-    if [[ "$side" == tunstack ]]; then ns="$ns_tun"; else ns="$ns_client"; fi
+    case "$side" in
+        tunstack) ns="$ns_tun" ;;
+        kernel) ns="$ns_client" ;;
+        *) ns="$ns_floor" ;; # bare, bare-spin, tunstack-spin: see floors()
+    esac
     if ! timeout --kill-after=5 "$limit" "${client_cpus[@]}" ip netns exec "$ns" \
         "$BENCH" --results "$results" --side "$side" "$@"; then
         say "FAILED ($side): tunstack-bench $*"
@@ -376,11 +381,13 @@ at_mtu() {
     notes+=("MTU $mtu: tunstack echo --mtu $mtu --tcp-buffer $buffer; TUN and veth MTU $mtu")
 }
 
-# Round trips, UDP rates and connection rate (MTU 1500), runs alternating.
+# Round trips, UDP rates and connection rate (MTU 1500), runs alternating; each run
+# also measures the floors.
 latency_and_rates() {
     local run side size ping_limit
     ping_limit=$((ping_count / 100 + 30))
     say "== round trips, UDP echo rate, connection rate (MTU 1500) =="
+    setup_floor
     for ((run = 1; run <= runs; run++)); do
         for side in tunstack kernel; do
             measure "$side" 60 tcp-rtt --target "$TARGET" --count "$rtt_count"
@@ -393,6 +400,53 @@ latency_and_rates() {
             measure "$side" $((rate_secs + 30)) conn-rate --target "$TARGET" --sources "$SOURCES" \
                 --secs "$rate_secs"
         done
+        floors "$ping_limit"
+    done
+    del_ns "$ns_floor"
+    notes+=("floors: on a second TUN (MTU 1500, namespace of its own), tunstack-bench tun-loop (blocking reads, then --spin) and tunstack echo --busy-poll-us 1000000, each started for its own measurements")
+}
+
+# The floor setup: a second TUN, tun0 in namespace $ns_floor, with the same addresses.
+setup_floor() {
+    new_ns "$ns_floor"
+    ip netns exec "$ns_floor" "$REPO/scripts/setup.sh" --tun tun0 --mtu 1500 --user root >/dev/null \
+        || die "scripts/setup.sh failed in namespace $ns_floor"
+}
+
+# start_floor SIDE: bare (a bare TUN loop, blocking reads), bare-spin (the same, never
+# sleeping) or tunstack-spin (tunstack echo, never sleeping) on the floor TUN.
+start_floor() {
+    local side="$1" log="$out/logs/floor-$1.log"
+    case "$side" in
+        bare) "${server_cpus[@]}" ip netns exec "$ns_floor" "$BENCH" tun-loop --tun tun0 >"$log" 2>&1 & ;;
+        bare-spin)
+            "${server_cpus[@]}" ip netns exec "$ns_floor" "$BENCH" tun-loop --tun tun0 --spin >"$log" 2>&1 &
+            ;;
+        tunstack-spin)
+            RUST_LOG=warn "${server_cpus[@]}" ip netns exec "$ns_floor" "$TUNSTACK" echo --tun tun0 \
+                --busy-poll-us 1000000 ${tunstack_args[@]+"${tunstack_args[@]}"} >"$log" 2>&1 &
+            ;;
+    esac
+    server_pid=$!
+    pids+=("$server_pid")
+    if ! ip netns exec "$ns_floor" ping -n -q -c 1 -w 10 192.168.69.2 >/dev/null; then
+        tail -n 20 "$log" >&2 || true
+        die "the $side floor did not answer ping (log: $log)"
+    fi
+}
+
+# floors PING_LIMIT: the round trips through the bare TUN loop and through tunstack
+# spinning: what the TUN alone costs, and what tunstack costs when it never sleeps.
+floors() {
+    local ping_limit="$1" side
+    for side in bare bare-spin tunstack-spin; do
+        start_floor "$side"
+        if [[ "$side" == tunstack-spin ]]; then
+            measure "$side" 60 tcp-rtt --target "$TARGET" --count "$rtt_count"
+        fi
+        measure "$side" 60 udp-rtt --target "$TARGET" --size 64 --count "$rtt_count"
+        measure "$side" "$ping_limit" ping --target 192.168.69.2 --count "$ping_count" --interval 0.002
+        stop_server "$server_pid"
     done
 }
 

@@ -13,6 +13,7 @@ mod report;
 mod scale;
 mod scale_worker;
 mod throughput;
+mod tun_loop;
 mod udp_rate;
 
 use clap::{Args, Parser, Subcommand};
@@ -96,6 +97,16 @@ enum Command {
         size: usize,
         #[arg(long, default_value_t = 10_000)]
         count: usize,
+    },
+    /// The floor: a bare loop that turns ICMP echo requests and UDP datagrams around on a
+    /// TUN device, until killed.
+    TunLoop {
+        /// TUN device to serve (made by scripts/setup.sh).
+        #[arg(long, default_value = "tun0")]
+        tun: String,
+        /// Poll the TUN without ever sleeping (takes a whole CPU).
+        #[arg(long)]
+        spin: bool,
     },
     /// ping(8) round trips, p50/p99.
     Ping {
@@ -241,6 +252,7 @@ fn run(command: Command, recorder: &Recorder) -> io::Result<()> {
             },
             recorder,
         ),
+        Command::TunLoop { tun, spin } => tun_loop::run(&tun, spin),
         Command::TcpRtt { target, count } => latency::tcp(target, count, recorder),
         Command::UdpRtt {
             target,

@@ -1,5 +1,7 @@
 //! The report: one Markdown table of per-metric medians over runs, tunstack against the
-//! kernel, with the ratio and the target from issue 5 where there is one.
+//! kernel, with the ratio and the target from issue 5 where there is one; then, for the
+//! round trips measured against them, the floors: a bare TUN loop, blocking and spinning,
+//! and tunstack spinning.
 
 use crate::record::median;
 use std::fmt::Write as _;
@@ -68,7 +70,16 @@ struct Row {
     unit: String,
     tunstack: Vec<f64>,
     kernel: Vec<f64>,
+    /// Values of the floor sides, in [`FLOORS`] order.
+    floors: [Vec<f64>; FLOORS.len()],
 }
+
+/// Sides measured beside tunstack and the kernel on the round trips, and their headings.
+const FLOORS: [(&str, &str); 3] = [
+    ("bare", "bare TUN loop"),
+    ("bare-spin", "bare TUN loop, spinning"),
+    ("tunstack-spin", "tunstack, spinning"),
+];
 
 /// Reads `side<TAB>metric<TAB>unit<TAB>value` lines, keeping the metrics' first-seen order.
 fn read_rows(text: &str) -> Vec<Row> {
@@ -89,14 +100,20 @@ fn read_rows(text: &str) -> Vec<Row> {
                     unit: unit.to_string(),
                     tunstack: Vec::new(),
                     kernel: Vec::new(),
+                    floors: Default::default(),
                 });
                 rows.len() - 1
             }
         };
+        let row = &mut rows[index];
         match side {
-            "tunstack" => rows[index].tunstack.push(value),
-            "kernel" => rows[index].kernel.push(value),
-            _ => {}
+            "tunstack" => row.tunstack.push(value),
+            "kernel" => row.kernel.push(value),
+            _ => {
+                if let Some(i) = FLOORS.iter().position(|(name, _)| *name == side) {
+                    row.floors[i].push(value);
+                }
+            }
         }
     }
     rows
@@ -147,7 +164,47 @@ pub fn table(path: &Path) -> io::Result<String> {
             target.map_or(String::new(), Target::describe),
         );
     }
+    out.push_str(&floors_table(&mut read_rows(&text)));
     Ok(out)
+}
+
+/// Medians of the round trips that have floor measurements, each with its ratio to the
+/// kernel; empty if none was measured.
+fn floors_table(rows: &mut [Row]) -> String {
+    let mut out = String::new();
+    for row in rows
+        .iter_mut()
+        .filter(|r| r.floors.iter().any(|f| !f.is_empty()))
+    {
+        if out.is_empty() {
+            out.push_str("\nFloors: the same round trips through a bare loop that turns packets around on a TUN (`tunstack-bench tun-loop`), and through tunstack spinning (`--busy-poll-us 1000000`); ratios to the kernel.\n\n");
+            out.push_str("| metric | unit | kernel | tunstack |");
+            for (_, heading) in FLOORS {
+                let _ = write!(out, " {heading} |");
+            }
+            out.push_str("\n|---|---|---:|---:|");
+            out.push_str(&"---:|".repeat(FLOORS.len()));
+            out.push('\n');
+        }
+        let kernel = median(&mut row.kernel);
+        let with_ratio = |value: Option<f64>| match (value, kernel) {
+            (Some(v), Some(k)) if k != 0.0 => format!("{} ({:.2}×)", cell(Some(v)), v / k),
+            (v, _) => cell(v),
+        };
+        let _ = write!(
+            out,
+            "| {} | {} | {} | {} |",
+            row.metric,
+            row.unit,
+            cell(kernel),
+            with_ratio(median(&mut row.tunstack))
+        );
+        for values in &mut row.floors {
+            let _ = write!(out, " {} |", with_ratio(median(values)));
+        }
+        out.push('\n');
+    }
+    out
 }
 
 #[cfg(test)]
@@ -175,5 +232,28 @@ mod tests {
         fs::remove_dir_all(&dir).unwrap();
         assert!(table.contains("| TCP echo throughput, 1 conn, MTU 1500 (3 runs) | MB/s | 200.0 | 1000 | 0.20× | ≥ 0.25× | **no** |"), "{table}");
         assert!(table.contains("| 0.500 | — | — | < 1 | yes |"), "{table}");
+        assert!(!table.contains("Floors"), "{table}");
+    }
+
+    #[test]
+    fn floors_beside_the_kernel() {
+        let text = [
+            "kernel\tping RTT p50\tµs\t6",
+            "tunstack\tping RTT p50\tµs\t36",
+            "bare\tping RTT p50\tµs\t30",
+            "bare\tping RTT p50\tµs\t36",
+            "bare\tping RTT p50\tµs\t40",
+            "bare-spin\tping RTT p50\tµs\t6",
+            "kernel\tTCP connection rate\tconn/s\t7000",
+        ]
+        .join("\n");
+        let table = floors_table(&mut read_rows(&text));
+        assert!(
+            table.contains(
+                "| ping RTT p50 | µs | 6.000 | 36.0 (6.00×) | 36.0 (6.00×) | 6.000 (1.00×) | — |"
+            ),
+            "{table}"
+        );
+        assert!(!table.contains("connection rate"), "{table}");
     }
 }
