@@ -4,7 +4,7 @@
 //! the cookie describes, and its own ISN is mapped onto the cookie for the connection's life.
 
 use super::device::{OnePacket, Sink, SinkTx};
-use super::ingress::Route;
+use super::route::Route;
 use super::{EntryKind, Inner, Listener, Phase, TcpEntry, Verdict};
 use crate::flow::{SocketId, SocketPair};
 use crate::packet::{Segment, SynOptions, syn_options, syn_segment, tcp_numbers};

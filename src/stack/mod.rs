@@ -9,6 +9,7 @@ mod entry;
 mod handshake;
 mod ingress;
 mod reassembly;
+mod route;
 mod sack;
 mod table;
 mod tail;
