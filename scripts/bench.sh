@@ -27,8 +27,9 @@ Measured: TCP echo throughput with 1 and 4 connections (every byte checked) at M
 (over IPv4 and IPv6) and at a large MTU; TCP 1-byte, UDP 64-byte and ping round trips (p50/p99),
 also through their floors (a bare TUN loop, blocking and spinning; tunstack spinning); UDP echo
 packets/s and loss at 64 and 1472 bytes; sequential connection rate; N concurrent
-connections (time, tunstack RSS, RTT with them open); tunstack's idle CPU with
-many idle connections.
+connections (time, tunstack RSS, RTT with them open, and on the way with N/100, N/30,
+N/10 and N/3 open: plotted to OUT/rtt-vs-conns.svg); tunstack's idle CPU with many idle
+connections.
 
 Options:
   --quick             small sizes and 1 run of each (under a minute)
@@ -450,10 +451,28 @@ floors() {
     done
 }
 
+# The numbers of open connections, below $conns, at which the scale test also measures the
+# round trip (for the plot): conns/100, conns/30, conns/10, conns/3, without zeros and
+# repeats, comma-separated; empty if none is left.
+rtt_steps() {
+    local steps=() divisor step last=0
+    for divisor in 100 30 10 3; do
+        step=$((conns / divisor))
+        if ((step > last)); then
+            steps+=("$step")
+            last=$step
+        fi
+    done
+    local IFS=,
+    echo "${steps[*]+${steps[*]}}"
+}
+
 # Scale tests against tunstack (fresh server each), then optionally against the kernel.
 scale_tests() {
-    local phase_timeout=300 limit run
+    local phase_timeout=300 limit run steps step_args=()
     limit=$((2 * phase_timeout + idle_secs + 120))
+    steps="$(rtt_steps)"
+    [[ -z "$steps" ]] || step_args=(--rtt-steps "$steps")
     say "== scale: $conns connections; idle CPU with $idle_conns (tunstack --tcp-buffer $scale_tcp_buffer) =="
     setup_tun 1500
     if $kernel_scale; then
@@ -464,11 +483,13 @@ scale_tests() {
     for ((run = 1; run <= runs; run++)); do
         start_tunstack "tunstack-scale-$run" --tcp-buffer "$scale_tcp_buffer"
         measure tunstack "$limit" scale --target "$TARGET" --sources "$SOURCES" --conns "$conns" \
-            --rtt-count "$scale_rtt_count" --server-pid "$server_pid" --phase-timeout "$phase_timeout"
+            --rtt-count "$scale_rtt_count" --server-pid "$server_pid" --phase-timeout "$phase_timeout" \
+            ${step_args[@]+"${step_args[@]}"}
         stop_server "$server_pid"
         if $kernel_scale; then
             measure kernel "$limit" scale --target "$TARGET" --sources "$SOURCES" --conns "$conns" \
-                --rtt-count "$scale_rtt_count" --phase-timeout "$phase_timeout"
+                --rtt-count "$scale_rtt_count" --phase-timeout "$phase_timeout" \
+                ${step_args[@]+"${step_args[@]}"}
         fi
     done
     start_tunstack "tunstack-idle" --tcp-buffer "$scale_tcp_buffer"
@@ -480,6 +501,24 @@ scale_tests() {
     del_ns "$ns_client"
     del_ns "$ns_server"
     notes+=("scale: tunstack echo --tcp-buffer $scale_tcp_buffer (MTU 1500), a fresh server per run; kernel: kernel-echo processes sharing the port: $(((conns + nofile / 2 - 1) / (nofile / 2))) (fd limit $nofile); 64 connects in flight; the idle test runs once")
+    if [[ -n "$steps" ]]; then
+        notes+=("scale: the round trip is also measured on the way, with $steps connections open (plotted)")
+    fi
+}
+
+# The plot of the scale test's round trips against open connections, next to the report,
+# and a line about it in the report; a failure is remembered like a measurement's.
+plot_results() {
+    local plot="$out/rtt-vs-conns.svg"
+    echo
+    if "$BENCH" plot --results "$results" --out "$plot"; then
+        echo "1-byte TCP round trip against open connections (scale test, medians): $plot"
+        echo
+        echo "![1-byte TCP round trip vs open connections](rtt-vs-conns.svg)"
+    else
+        say "FAILED: tunstack-bench plot --results $results --out $plot"
+        failures+=("plot: tunstack-bench plot --results $results --out $plot")
+    fi
 }
 
 started=$SECONDS
@@ -513,6 +552,9 @@ elapsed=$((SECONDS - started))
     echo "  connection rate and scale tests connect from $SOURCES in turn"
     echo
     "$BENCH" report "$results"
+    if enabled scale; then
+        plot_results
+    fi
     if ((${#failures[@]} > 0)); then
         echo
         echo "Failed measurements:"

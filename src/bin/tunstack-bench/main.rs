@@ -1,12 +1,14 @@
 //! `tunstack-bench`: the benchmark client of scripts/bench.sh, plus the kernel echo server
 //! it is compared against. The same client code measures both servers; each measurement
-//! is printed and appended to a results file, from which `report` builds the table.
+//! is printed and appended to a results file, from which `report` builds the table and
+//! `plot` the chart of round trip against open connections.
 
 mod conn_rate;
 mod kernel_echo;
 mod latency;
 mod net;
 mod pattern;
+mod plot;
 mod procfs;
 mod record;
 mod report;
@@ -39,7 +41,8 @@ struct Cli {
 /// Where measurements go.
 #[derive(Debug, Args)]
 struct Recording {
-    /// Append each measurement as `side<TAB>metric<TAB>unit<TAB>value` to this file.
+    /// Append each measurement as `side<TAB>metric<TAB>unit<TAB>value` to this file (for
+    /// `plot`: the file to read).
     #[arg(long, global = true, value_name = "FILE")]
     results: Option<PathBuf>,
     /// Name of the server being measured: tunstack or kernel.
@@ -163,6 +166,13 @@ enum Command {
         /// The results file (as written with --results).
         file: PathBuf,
     },
+    /// Draw the scale test's round trips against open connections (medians over runs) from
+    /// the results file given with --results, as SVG.
+    Plot {
+        /// The SVG file to write.
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+    },
 }
 
 #[derive(Debug, Args)]
@@ -189,6 +199,10 @@ struct ScaleArgs {
     /// Seconds each phase (connect all, echo on all) may take.
     #[arg(long, default_value_t = 300.0)]
     phase_timeout: f64,
+    /// Also measure the RTT on the way, with this many connections open (comma-separated,
+    /// e.g. 1000,3333,10000); recorded with those at 0 and --conns, for `plot`.
+    #[arg(long, value_delimiter = ',', value_name = "N,...")]
+    rtt_steps: Vec<usize>,
 }
 
 /// Parsed `--sources`.
@@ -303,6 +317,12 @@ fn run(command: Command, recorder: &Recorder) -> io::Result<()> {
             phase_timeout: Duration::from_secs_f64(phase_timeout),
         }),
         Command::Report { file } => report::table(&file).map(|table| print!("{table}")),
+        Command::Plot { out } => match &recorder.results {
+            Some(results) => plot::draw(results, &out),
+            None => Err(io::Error::other(
+                "plot: which results file? (--results FILE)",
+            )),
+        },
     }
 }
 
@@ -316,6 +336,7 @@ fn scale_options(args: ScaleArgs) -> scale::Options {
         server_pid: args.server_pid,
         idle_secs: args.idle_secs,
         phase_timeout: Duration::from_secs_f64(args.phase_timeout),
+        rtt_steps: args.rtt_steps,
     }
 }
 
@@ -335,5 +356,45 @@ fn wait(target: SocketAddr, timeout: Duration) -> io::Result<()> {
             }
             Err(_) => std::thread::sleep(Duration::from_millis(50)),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn command_line() {
+        Cli::command().debug_assert();
+        let cli = Cli::parse_from([
+            "tunstack-bench",
+            "scale",
+            "--target",
+            "192.168.69.2:7",
+            "--rtt-steps",
+            "1000,3333,10000",
+        ]);
+        let Command::Scale(args) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert_eq!(args.rtt_steps, [1000, 3333, 10000]);
+        let cli = Cli::parse_from(["tunstack-bench", "scale", "--target", "192.168.69.2:7"]);
+        let Command::Scale(args) = cli.command else {
+            panic!("{:?}", cli.command);
+        };
+        assert!(args.rtt_steps.is_empty());
+        let cli = Cli::parse_from([
+            "tunstack-bench",
+            "plot",
+            "--results",
+            "r.tsv",
+            "--out",
+            "p.svg",
+        ]);
+        assert_eq!(cli.recording.results, Some(PathBuf::from("r.tsv")));
+        assert!(
+            matches!(cli.command, Command::Plot { out } if out == std::path::Path::new("p.svg"))
+        );
     }
 }

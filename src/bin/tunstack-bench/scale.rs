@@ -2,8 +2,9 @@
 //! addresses taken in turn so no address runs out of ports), echo 1 byte on each, then
 //! measure a 1-byte round trip on a probe connection against the same with none open, the
 //! server's RSS and, optionally, its CPU while everything sits idle; finally check every
-//! connection still echoes. The connections live in worker processes
-//! ([`crate::scale_worker`]), as many as the open-file limit asks for.
+//! connection still echoes. With RTT steps, the connections are opened in steps and the
+//! round trip is also measured at each, for the plot ([`crate::plot`]). The connections live
+//! in worker processes ([`crate::scale_worker`]), as many as the open-file limit asks for.
 
 use crate::latency::tcp_round_trips;
 use crate::net;
@@ -33,6 +34,9 @@ pub struct Options {
     pub idle_secs: f64,
     /// Each phase (connect all, echo on all) gives up after this long.
     pub phase_timeout: Duration,
+    /// Numbers of open connections at which the round trip is also measured on the way to
+    /// `conns` (only those between 0 and `conns` count; empty: none).
+    pub rtt_steps: Vec<usize>,
 }
 
 /// Quiet time before each RTT measurement, so it sees idle connections only (after the
@@ -44,6 +48,8 @@ const SPARE_FDS: u64 = 200;
 
 /// A worker process and its command pipe.
 struct Worker {
+    /// Connections it holds when all are open.
+    share: usize,
     child: Child,
     commands: ChildStdin,
     answers: BufReader<ChildStdout>,
@@ -65,7 +71,19 @@ pub fn run(options: &Options, recorder: &Recorder) -> io::Result<()> {
     let rss_before = options.server_pid.map(procfs::rss_bytes).transpose()?;
 
     let mut workers = spawn_workers(options)?;
-    let connected = run_phase(&mut workers, "connect")?;
+    let mut connected = Phase::default();
+    // Round trips by number of open connections, for the plot: none, each step, all.
+    let mut series = Vec::new();
+    if let Some((stream, alone)) = probe.as_mut().filter(|_| !options.rtt_steps.is_empty()) {
+        series.push((0, alone.clone()));
+        for step in rtt_steps(options) {
+            let (phase, open) = connect_up_to(&mut workers, step)?;
+            add(&mut connected, phase);
+            std::thread::sleep(SETTLE);
+            series.push((open, tcp_round_trips(stream, options.rtt_count)?));
+        }
+    }
+    add(&mut connected, run_phase(&mut workers, "connect")?);
     let echoed = run_phase(&mut workers, "echo")?;
     let timings = (!idle_test).then_some(recorder);
     report_phase(timings, &format!("connect {n} conns"), &connected)?;
@@ -81,7 +99,11 @@ pub fn run(options: &Options, recorder: &Recorder) -> io::Result<()> {
     if let Some((mut stream, mut alone)) = probe {
         std::thread::sleep(SETTLE);
         let mut crowded = tcp_round_trips(&mut stream, options.rtt_count)?;
+        if !series.is_empty() {
+            series.push((n, crowded.clone()));
+        }
         record_rtts(recorder, n, &mut alone, &mut crowded)?;
+        record_series(recorder, &mut series)?;
     }
     if let Some(pid) = options.server_pid {
         record_server(recorder, pid, n, rss_before, options.idle_secs)?;
@@ -95,6 +117,46 @@ pub fn run(options: &Options, recorder: &Recorder) -> io::Result<()> {
     )?;
     let metric = format!("Scale: conns that failed the second echo, of {n}");
     recorder.record(&metric, "conns", rechecked.failures as f64)
+}
+
+/// The valid steps of `options.rtt_steps`: ascending, without repeats, above 0 and below
+/// `conns`.
+fn rtt_steps(options: &Options) -> Vec<usize> {
+    let mut steps: Vec<usize> = options
+        .rtt_steps
+        .iter()
+        .copied()
+        .filter(|&step| step > 0 && step < options.conns)
+        .collect();
+    steps.sort_unstable();
+    steps.dedup();
+    steps
+}
+
+/// Adds a connect phase to the connect phases so far: their times and failures add up.
+fn add(total: &mut Phase, phase: Phase) {
+    total.elapsed += phase.elapsed;
+    total.failures += phase.failures;
+    total.first_error = total.first_error.take().or(phase.first_error);
+}
+
+/// Has the workers open connections until about `open` of all are, each worker the same
+/// fraction of its share (rounded down, so a worker's part never shrinks from one step to
+/// the next). Returns the phase and how many are open.
+fn connect_up_to(workers: &mut [Worker], open: usize) -> io::Result<(Phase, usize)> {
+    let shares: Vec<usize> = workers.iter().map(|w| w.share).collect();
+    let parts = parts_of(&shares, open);
+    let commands: Vec<String> = parts.iter().map(|part| format!("connect {part}")).collect();
+    Ok((run_commands(workers, &commands)?, parts.iter().sum()))
+}
+
+/// Each worker's part of `open` connections: the same fraction of every share, rounded down.
+fn parts_of(shares: &[usize], open: usize) -> Vec<usize> {
+    let all: usize = shares.iter().sum();
+    shares
+        .iter()
+        .map(|share| share * open / all.max(1))
+        .collect()
 }
 
 /// The server's RSS now and before, and its CPU over `idle_secs` if that is not 0.
@@ -169,6 +231,20 @@ fn record_rtts(
     )
 }
 
+/// Records the round trip's p50 and p99 at each number of open connections measured, as
+/// `Scale: TCP 1-byte RTT p50 at K open conns` (the plot reads these).
+fn record_series(recorder: &Recorder, series: &mut [(usize, Vec<Duration>)]) -> io::Result<()> {
+    for (open, samples) in series {
+        samples.sort_unstable();
+        for (name, p) in [("p50", 0.5), ("p99", 0.99)] {
+            let value = percentile(samples, p).map_or(f64::NAN, micros);
+            let metric = format!("Scale: TCP 1-byte RTT {name} at {open} open conns");
+            recorder.record(&metric, "µs", value)?;
+        }
+    }
+    Ok(())
+}
+
 /// The server's CPU use over `secs` of idleness, in percent of one CPU.
 fn idle_cpu(pid: u32, secs: f64) -> io::Result<f64> {
     let before = procfs::cpu_time(pid)?;
@@ -211,6 +287,7 @@ fn spawn_workers(options: &Options) -> io::Result<Vec<Worker>> {
             return Err(io::Error::other("worker without pipes"));
         };
         workers.push(Worker {
+            share: conns,
             child,
             commands,
             answers: BufReader::new(answers),
@@ -222,13 +299,20 @@ fn spawn_workers(options: &Options) -> io::Result<Vec<Worker>> {
 
 /// Runs one phase in every worker at once; its time is the slowest worker's.
 fn run_phase(workers: &mut [Worker], command: &str) -> io::Result<Phase> {
+    let commands = vec![command.to_string(); workers.len()];
+    run_commands(workers, &commands)
+}
+
+/// Runs one phase in every worker at once, each worker its own command of `commands`; its
+/// time is the slowest worker's.
+fn run_commands(workers: &mut [Worker], commands: &[String]) -> io::Result<Phase> {
     let started = Instant::now();
-    for worker in workers.iter_mut() {
+    for (worker, command) in workers.iter_mut().zip(commands) {
         writeln!(worker.commands, "{command}")?;
         worker.commands.flush()?;
     }
     let mut total = Phase::default();
-    for worker in workers.iter_mut() {
+    for (worker, command) in workers.iter_mut().zip(commands) {
         let mut line = String::new();
         worker.answers.read_line(&mut line)?;
         let phase = Phase::from_line(&line)
@@ -250,5 +334,46 @@ fn stop_workers(workers: Vec<Worker>) {
         } = worker;
         drop(commands);
         let _ = child.wait();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parts_grow_follow_the_shares_and_add_up_nearly() {
+        let shares = [333, 333, 334];
+        let mut before = vec![0; shares.len()];
+        for open in 0..=1000 {
+            let parts = parts_of(&shares, open);
+            let sum: usize = parts.iter().sum();
+            assert!(
+                sum <= open && sum + shares.len() > open,
+                "{open}: {parts:?}"
+            );
+            for (i, (&part, &share)) in parts.iter().zip(&shares).enumerate() {
+                assert!(part <= share && part >= before[i], "{open}: {parts:?}");
+            }
+            before = parts;
+        }
+        assert_eq!(parts_of(&[10, 0, 30], 20), [5, 0, 15]);
+        assert_eq!(parts_of(&[], 5), Vec::<usize>::new());
+    }
+
+    #[test]
+    fn steps_between_none_and_all() {
+        let options = Options {
+            target: SocketAddr::from(([127, 0, 0, 1], 7)),
+            sources: Vec::new(),
+            conns: 1000,
+            concurrency: 64,
+            rtt_count: 10,
+            server_pid: None,
+            idle_secs: 0.0,
+            phase_timeout: Duration::from_secs(1),
+            rtt_steps: vec![333, 0, 10, 1000, 33, 10, 5000, 100],
+        };
+        assert_eq!(rtt_steps(&options), [10, 33, 100, 333]);
     }
 }

@@ -1,11 +1,14 @@
 //! One worker process of the scale test: it holds a slice of the connections (a process
 //! may hold only so many file descriptors) and runs phases over them when told to on
-//! stdin: `connect` opens them all, `echo` sends 1 byte on each and waits for its echo.
-//! Each phase answers one line on stdout: `done SECS FAILURES FIRST_ERROR`.
+//! stdin: `connect` opens them all, `connect K` opens more until K of them have been
+//! opened (counting those opened before; each connection is tried once), `echo` sends 1 byte
+//! on each open one and waits for its echo. Each phase answers one line on stdout:
+//! `done SECS FAILURES FIRST_ERROR`.
 
 use crate::net::{self, Epoll, READABLE, WRITABLE};
 use std::io::{self, BufRead, Read, Write};
 use std::net::{IpAddr, SocketAddr, TcpStream};
+use std::ops::Range;
 use std::os::fd::AsRawFd;
 use std::time::{Duration, Instant};
 
@@ -73,21 +76,58 @@ impl Phase {
     }
 }
 
+/// A command read from stdin.
+#[derive(Debug, PartialEq)]
+enum Request {
+    /// Open connections until this many of the worker's share have been tried.
+    Connect(usize),
+    /// Echo 1 byte on every open connection.
+    Echo,
+}
+
+impl Request {
+    /// Parses one command line; `conns` is the worker's share, what plain `connect` opens.
+    fn parse(line: &str, conns: usize) -> Result<Request, String> {
+        let mut words = line.split_whitespace();
+        let request = match (words.next(), words.next()) {
+            (Some("connect"), None) => Request::Connect(conns),
+            (Some("connect"), Some(count)) => match count.parse::<usize>() {
+                Ok(count) if count <= conns => Request::Connect(count),
+                Ok(count) => {
+                    return Err(format!(
+                        "connect {count}: this worker holds only {conns} conns"
+                    ));
+                }
+                Err(err) => return Err(format!("connect {count:?}: {err}")),
+            },
+            (Some("echo"), None) => Request::Echo,
+            _ => return Err(format!("unknown command {:?}", line.trim())),
+        };
+        match words.next() {
+            None => Ok(request),
+            Some(_) => Err(format!("unknown command {:?}", line.trim())),
+        }
+    }
+}
+
 /// Serves phases from stdin until it closes; the connections close when the worker exits.
 pub fn run(options: &Options) -> io::Result<()> {
     net::raise_fd_limit()?;
     let mut streams = Vec::new();
+    // Connections of this worker's share tried so far, by every `connect`.
+    let mut tried = 0usize;
     let stdin = io::stdin();
     let mut stdout = io::stdout();
     for line in stdin.lock().lines() {
-        let phase = match line?.trim() {
-            "connect" => {
-                let (opened, phase) = connect_all(options);
-                streams = opened;
+        let request = Request::parse(&line?, options.conns).map_err(io::Error::other)?;
+        let phase = match request {
+            Request::Connect(count) => {
+                let (opened, phase) = connect(options, tried..count.max(tried));
+                streams.extend(opened);
+                tried = tried.max(count);
                 phase
             }
-            "echo" => echo_all(&streams, options.concurrency, options.phase_timeout)?,
-            other => return Err(io::Error::other(format!("unknown command {other:?}"))),
+            Request::Echo => echo_all(&streams, options.concurrency, options.phase_timeout)?,
         };
         writeln!(stdout, "{}", phase.to_line())?;
         stdout.flush()?;
@@ -95,24 +135,26 @@ pub fn run(options: &Options) -> io::Result<()> {
     Ok(())
 }
 
-/// Opens `options.conns` connections, at most `concurrency` connects at a time.
-pub fn connect_all(options: &Options) -> (Vec<TcpStream>, Phase) {
+/// Opens the connections of `indices` (positions in this worker's share, which pick the
+/// source addresses), at most `concurrency` connects at a time.
+fn connect(options: &Options, indices: Range<usize>) -> (Vec<TcpStream>, Phase) {
+    let count = indices.len();
     let mut phase = Phase::default();
-    let mut streams = Vec::with_capacity(options.conns);
+    let mut streams = Vec::with_capacity(count);
     let started = Instant::now();
     let mut epoll = match Epoll::new(1024) {
         Ok(epoll) => epoll,
         Err(err) => {
             phase.fail(format!("epoll: {err}"));
-            phase.failures = options.conns;
+            phase.failures = count;
             return (streams, phase);
         }
     };
     let mut pending: Vec<Option<TcpStream>> = Vec::new();
-    let (mut in_flight, mut next) = (0usize, 0usize);
+    let (mut in_flight, mut next) = (0usize, indices.start);
     let deadline = started + options.phase_timeout;
-    while streams.len() + phase.failures < options.conns && Instant::now() < deadline {
-        while in_flight < options.concurrency && next < options.conns {
+    while streams.len() + phase.failures < count && Instant::now() < deadline {
+        while in_flight < options.concurrency && next < indices.end {
             let index = options.first + next;
             let source = options
                 .sources
@@ -140,7 +182,7 @@ pub fn connect_all(options: &Options) -> (Vec<TcpStream>, Phase) {
             }
         }
     }
-    let left = options.conns - streams.len() - phase.failures;
+    let left = count - streams.len() - phase.failures;
     if left > 0 {
         phase.failures += left;
         let timeout = options.phase_timeout;
@@ -230,5 +272,21 @@ mod tests {
         let clean = Phase::from_line("done 0.25 0 -\n").unwrap();
         assert_eq!((clean.failures, clean.first_error), (0, None));
         assert!(Phase::from_line("garbage").is_none());
+    }
+
+    #[test]
+    fn parses_commands() {
+        assert_eq!(Request::parse("connect", 50), Ok(Request::Connect(50)));
+        assert_eq!(Request::parse("connect 20\n", 50), Ok(Request::Connect(20)));
+        assert_eq!(Request::parse(" connect 0 ", 50), Ok(Request::Connect(0)));
+        assert_eq!(Request::parse("connect 50", 50), Ok(Request::Connect(50)));
+        assert_eq!(Request::parse("echo", 50), Ok(Request::Echo));
+        let too_many = Request::parse("connect 51", 50).unwrap_err();
+        assert!(too_many.contains("only 50"), "{too_many}");
+        assert!(Request::parse("connect -1", 50).is_err());
+        assert!(Request::parse("connect 5 6", 50).is_err());
+        assert!(Request::parse("echo 5", 50).is_err());
+        assert!(Request::parse("", 50).is_err());
+        assert!(Request::parse("close", 50).is_err());
     }
 }
