@@ -196,7 +196,7 @@ fn open_plain(name: &str) -> Result<Iface, Error> {
     iface
         .set_non_blocking()
         .map_err(|e| Error::Device(format!("cannot make {name} non-blocking: {e}")))?;
-    set_offloads(iface.as_raw_fd(), 0)
+    clear_offloads(iface.as_raw_fd())
         .map_err(|e| Error::Device(format!("cannot clear the offloads of {name}: {e}")))?;
     Ok(iface)
 }
@@ -225,6 +225,12 @@ fn open_offload(name: &str) -> Result<Option<Io>, Error> {
     dev.set_nonblocking(true)
         .map_err(|e| Error::Device(format!("cannot make {name} non-blocking: {e}")))?;
     Ok(Some(Io::Offload(dev)))
+}
+
+/// Turns off the offloads an earlier offload run left on the TUN device `fd` is attached
+/// to: without this the kernel goes on handing it packets with partial checksums.
+pub fn clear_offloads(fd: RawFd) -> io::Result<()> {
+    set_offloads(fd, 0)
 }
 
 /// `TUNSETOFFLOAD`: which offloads the kernel may use towards this device (device-wide).

@@ -4,7 +4,9 @@
 //! cost through it is what the TUN itself costs; tunstack cannot be faster.
 
 use std::io;
+use std::os::fd::AsRawFd;
 use tun_tap::{Iface, Mode};
+use tunstack::phy::tun::clear_offloads;
 
 const ICMP: u8 = 1;
 const UDP: u8 = 17;
@@ -14,6 +16,11 @@ const ECHO_REQUEST: u8 = 8;
 pub fn run(tun: &str, spin: bool) -> io::Result<()> {
     let iface = Iface::without_packet_info(tun, Mode::Tun)
         .map_err(|e| io::Error::new(e.kind(), format!("cannot open TUN {tun}: {e}")))?;
+    // A tunstack run before may have left checksum offload on: UDP would come in with a
+    // partial checksum and go back out with it.
+    clear_offloads(iface.as_raw_fd()).map_err(|e| {
+        io::Error::new(e.kind(), format!("cannot clear the offloads of {tun}: {e}"))
+    })?;
     if spin {
         iface.set_non_blocking()?;
     }
