@@ -736,3 +736,74 @@ fn a_lost_tail_is_probed_within_a_quarter_second_when_the_round_trip_is_known() 
         assert_eq!(peer.stack.stats().tail_probes, u64::from(timestamps));
     }
 }
+
+/// A fast retransmission that is lost as well is sent again two round trips (and the
+/// peer's delayed-ACK allowance) later when the round trip is known — not after smoltcp's
+/// 1 s timeout — and then with a doubled wait. Without timestamps the timeout stays.
+#[test]
+fn a_lost_fast_retransmission_is_sent_again_after_two_round_trips() {
+    for timestamps in [true, false] {
+        let sport = 46000 + u16::from(timestamps);
+        let mut peer = Peer::new();
+        let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
+        let mut syn = LINUX_SYN.to_vec();
+        if timestamps {
+            syn.push(TcpOptionElement::Timestamp(1, 0));
+        }
+        peer.send_with(sport, 1000, None, "S", &[], &syn);
+        let synack = peer.exchange().remove(0);
+        let echo = |seg: &Seg| {
+            if timestamps {
+                vec![TcpOptionElement::Timestamp(2, our_tsval(seg))]
+            } else {
+                Vec::new()
+            }
+        };
+        let ack = synack.seq.wrapping_add(1);
+        peer.send_with(sport, 1001, Some(ack), "A", &[], &echo(&synack));
+        peer.exchange();
+        let (stream, _) = listener.accept().unwrap();
+        stream.write(&[1u8; 4000]).unwrap();
+        let sent: Vec<Seg> = peer.exchange().into_iter().filter(|s| s.len > 0).collect();
+        assert!(sent.len() >= 2, "{sent:?}");
+        // The first is lost, the rest arrive: the peer's data SACKs all of it (RFC 5827).
+        let first = sent[0].seq;
+        let last = &sent[sent.len() - 1];
+        let block = (sent[1].seq, last.seq.wrapping_add(last.len as u32));
+        let mut options = echo(last);
+        options.extend([
+            TcpOptionElement::Noop,
+            TcpOptionElement::Noop,
+            TcpOptionElement::SelectiveAcknowledgement(block, [None; 3]),
+        ]);
+        peer.send_with(sport, 1001, Some(first), "PA", b"client data", &options);
+        let answer = peer.exchange();
+        assert!(
+            answer.iter().any(|s| s.seq == first && s.len > 0),
+            "timestamps {timestamps}: no fast retransmit: {answer:?}"
+        );
+        assert_eq!(peer.stack.stats().sack_recoveries, 1);
+        // That retransmission is lost too. 250 ms later (two round trips of a few ms and
+        // the 200 ms allowance), it goes again.
+        peer.now += Duration::from_millis(250);
+        let again = peer.exchange();
+        let resent = again.iter().any(|s| s.seq == first && s.len > 0);
+        assert_eq!(
+            resent, timestamps,
+            "timestamps {timestamps}: 250 ms after the lost retransmission: {again:?}"
+        );
+        assert_eq!(peer.stack.stats().tail_probes, u64::from(timestamps));
+        if timestamps {
+            // Lost once more: the next try waits twice as long.
+            peer.now += Duration::from_millis(250);
+            let early = peer.exchange();
+            assert!(
+                early.iter().all(|s| s.seq != first || s.len == 0),
+                "sent again without the doubled wait: {early:?}"
+            );
+            peer.now += Duration::from_millis(250);
+            peer.exchange();
+            assert_eq!(peer.stack.stats().tail_probes, 2);
+        }
+    }
+}

@@ -93,13 +93,22 @@ pub(crate) struct TcpEntry {
     /// every other connection: then nothing is rewritten (nor need it be, for the rare
     /// cookie connection whose socket picked the cookie itself as ISN).
     pub seq_offset: u32,
-    /// The ACK number the peer's SACK blocks last showed to be a hole, which smoltcp was
-    /// told about with duplicate ACKs ([`super::sack`]): each hole is told once.
-    pub sack_hole: Option<u32>,
+    /// The last fast retransmit smoltcp was made to start, by a SACK hole
+    /// ([`super::sack`]) or a probe ([`super::tail`]).
+    pub recovery: Option<Recovery>,
     /// The peer's last ACK number and window field, as on the wire.
     pub peer_ack: Option<(u32, u16)>,
     /// The round trip in ms, smoothed, from the peer's echoes of our timestamps.
     pub srtt_ms: Option<u32>,
+}
+
+/// A fast retransmit started on top of smoltcp: from which ACK number, when, and how
+/// many times it was started again for that same ACK number (its retransmission lost).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Recovery {
+    pub ack: u32,
+    pub at: Instant,
+    pub repeats: u32,
 }
 
 impl TcpEntry {
@@ -122,7 +131,7 @@ impl TcpEntry {
             waiting_since: None,
             sent: Sent::default(),
             seq_offset: 0,
-            sack_hole: None,
+            recovery: None,
             peer_ack: None,
             srtt_ms: None,
         }

@@ -9,8 +9,8 @@
 //! the segment at the ACK lost; so do we when they cover everything we sent after it (no
 //! more evidence can come: RFC 5827's early retransmit, for the last segments of a burst).
 //! We tell smoltcp so in the one way it listens to: three duplicate ACKs, made from the
-//! peer's segment without its data. Once per hole. A lost retransmission still waits for
-//! the timeout.
+//! peer's segment without its data. Once per hole: if the retransmission is lost too,
+//! [`super::tail`]'s probe starts another after two round trips (when they are known).
 
 use etherparse::{
     IpHeaders, PacketBuilder, PacketBuilderStep, SlicedPacket, TcpHeaderSlice, TcpOptionElement,
@@ -21,6 +21,7 @@ use smoltcp::time::Instant;
 
 use super::Inner;
 use super::device::{OnePacket, SinkTx};
+use super::entry::Recovery;
 use crate::flow::SocketId;
 use crate::packet::{PacketInfo, SeqField, TcpFlags, Transport, shift_tcp, tcp_header_start};
 
@@ -206,10 +207,15 @@ impl Inner {
         let Some(ack) = hole(seg.flags, seg.ack, &seg.options, mss, tcp.sent.snd_max) else {
             return;
         };
-        if tcp.sack_hole == Some(ack) {
+        // One hole, told once; if its retransmission is lost, the probe tells it again.
+        if tcp.recovery.is_some_and(|r| r.ack == ack) {
             return;
         }
-        tcp.sack_hole = Some(ack);
+        tcp.recovery = Some(Recovery {
+            ack,
+            at: now,
+            repeats: 0,
+        });
         self.meter.stats.sack_recoveries += 1;
         log::debug!("tcp: {}: SACK shows {ack} lost; fast retransmit", tcp.pair);
         // smoltcp answers none of them; the retransmission leaves in egress.

@@ -6,14 +6,19 @@
 //! round trip is known) and has acknowledged nothing for two round trips plus its
 //! delayed-ACK allowance while data of ours is outstanding, the socket is fed three
 //! duplicates of the peer's last ACK and fast-retransmits from the first unacknowledged
-//! byte. Once per ACK number, like a SACK hole.
+//! byte.
+//!
+//! The same probe resends a lost retransmission: when a fast retransmit (from a SACK hole
+//! or a probe) has not moved the peer's ACK after that long, it is started again, after
+//! twice as long the next time, [`MAX_REPEATS`] times at most; then smoltcp's own timeout
+//! (with its backoff) is left to act alone.
 
 use etherparse::PacketBuilder;
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpAddress;
 
-use super::entry::tsval;
+use super::entry::{Recovery, tsval};
 use super::sack::{DUP_THRESH, PeerSegment, after, pure_ack};
 use super::{Inner, TcpEntry};
 use crate::flow::SocketId;
@@ -24,6 +29,8 @@ const DELAYED_ACK_ALLOWANCE: Duration = Duration::from_millis(200);
 const MIN_TWO_RTT: Duration = Duration::from_millis(10);
 /// Round-trip samples above this are taken for stale echoes, not round trips.
 const MAX_RTT_MS: u32 = 60_000;
+/// Fast retransmits started again for one ACK number whose retransmission was lost.
+const MAX_REPEATS: u32 = 3;
 
 impl Inner {
     /// Notes the peer's ACK, window and timestamp echo from `seg`.
@@ -69,11 +76,20 @@ impl Inner {
         let (Some((ack, window)), Some((rcv_nxt, _))) = (tcp.peer_ack, tcp.sent.ack) else {
             return;
         };
-        tcp.sack_hole = Some(ack);
+        let repeats = match tcp.recovery {
+            Some(r) if r.ack == ack => r.repeats + 1,
+            _ => 0,
+        };
+        tcp.recovery = Some(Recovery {
+            ack,
+            at: now,
+            repeats,
+        });
         let (local, remote) = (tcp.pair.local, tcp.pair.remote);
         log::debug!(
-            "tcp: {}: nothing acknowledged past {ack} for two round trips; fast retransmit",
-            tcp.pair
+            "tcp: {}: nothing acknowledged past {ack} for two round trips; fast retransmit{}",
+            tcp.pair,
+            if repeats > 0 { " again" } else { "" }
         );
         self.meter.stats.tail_probes += 1;
         let builder = match (remote.addr, local.addr) {
@@ -85,22 +101,44 @@ impl Inner {
             }
             _ => return,
         };
+        // A repeat must first reset smoltcp's count of duplicates (still at 3 or more from
+        // the last time if the peer sent nothing since): a window other than both the peer's
+        // and the last repeat's is a window update, which does; the next three are
+        // duplicates. The window reads a few units short until the peer's next segment.
+        let (window, times) = match repeats {
+            0 => (window, DUP_THRESH),
+            n => (update_window(window, n), DUP_THRESH + 1),
+        };
         if let Some(dup) = pure_ack(builder, (remote.port, local.port), rcv_nxt, ack, window) {
-            self.feed_made(now, dup, DUP_THRESH, caps, seq_offset);
+            self.feed_made(now, dup, times, caps, seq_offset);
         }
     }
 }
 
+/// A window field for the `repeat`th repeat: not `window`, and not the last repeat's.
+fn update_window(window: u16, repeat: u32) -> u16 {
+    let step = 1 + (repeat % 2) as u16;
+    if window > 2 {
+        window - step
+    } else {
+        window + step
+    }
+}
+
 /// Two round trips plus the delayed-ACK allowance after the last progress, while data is
-/// outstanding, the peer's window is open, its round trip is known, and this ACK number
-/// was not reported as a hole yet.
+/// outstanding, the peer's window is open and its round trip is known; after a fast
+/// retransmit from the same ACK number, that long after it (doubled for each repeat).
 fn probe_at(tcp: &TcpEntry) -> Option<Instant> {
     let srtt = tcp.srtt_ms?;
     let (ack, window) = tcp.peer_ack?;
     let outstanding = tcp.sent.snd_max.is_some_and(|end| after(end, ack));
-    if !outstanding || window == 0 || tcp.sack_hole == Some(ack) || tcp.sent.ack.is_none() {
+    if !outstanding || window == 0 || tcp.sent.ack.is_none() {
         return None;
     }
-    let two_rtt = Duration::from_millis(2 * u64::from(srtt)).max(MIN_TWO_RTT);
-    Some(tcp.sent.progress_at? + two_rtt + DELAYED_ACK_ALLOWANCE)
+    let wait = Duration::from_millis(2 * u64::from(srtt)).max(MIN_TWO_RTT) + DELAYED_ACK_ALLOWANCE;
+    match tcp.recovery {
+        Some(r) if r.ack == ack && r.repeats >= MAX_REPEATS => None,
+        Some(r) if r.ack == ack => Some(r.at + wait * 2u32.pow(r.repeats)),
+        _ => Some(tcp.sent.progress_at? + wait),
+    }
 }
