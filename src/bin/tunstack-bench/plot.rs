@@ -3,7 +3,7 @@
 //! kernel, medians over runs, as an SVG line chart with the connection counts as equally
 //! spaced categories.
 
-use crate::record::median;
+use crate::record::{median, parse_line};
 use plotters::prelude::*;
 use std::collections::BTreeMap;
 use std::fs;
@@ -44,17 +44,13 @@ fn parse_metric(metric: &str) -> Option<(&str, usize)> {
 fn read_series(results: &str) -> Vec<Series> {
     // Values by (side, percentile), then by open connections.
     let mut values: BTreeMap<(usize, usize), BTreeMap<usize, Vec<f64>>> = BTreeMap::new();
-    for line in results.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        let [side, metric, _unit, value] = fields[..] else {
-            continue;
-        };
+    for (side, metric, _unit, value) in results.lines().filter_map(parse_line) {
         let Some((percentile, open)) = parse_metric(metric) else {
             continue;
         };
         let side = SIDES.iter().position(|&(name, _)| name == side);
         let percentile = PERCENTILES.iter().position(|&name| name == percentile);
-        let value = value.parse::<f64>().ok().filter(|v| v.is_finite());
+        let value = Some(value).filter(|v| v.is_finite());
         if let (Some(side), Some(percentile), Some(value)) = (side, percentile, value) {
             let by_open = values.entry((side, percentile)).or_default();
             by_open.entry(open).or_default().push(value);

@@ -42,6 +42,22 @@ impl Recorder {
     }
 }
 
+/// One line of a results file, `side<TAB>metric<TAB>unit<TAB>value`, as [`Recorder::record`]
+/// writes it; `None` for any other line.
+pub fn parse_line(line: &str) -> Option<(&str, &str, &str, f64)> {
+    let mut fields = line.split('\t');
+    let (side, metric, unit, value) = (
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+        fields.next()?,
+    );
+    if fields.next().is_some() {
+        return None;
+    }
+    Some((side, metric, unit, value.parse().ok()?))
+}
+
 /// Microseconds as a float.
 pub fn micros(d: Duration) -> f64 {
     d.as_secs_f64() * 1e6
@@ -78,6 +94,17 @@ mod tests {
         assert_eq!(percentile(&v, 0.99), Some(99));
         assert_eq!(percentile(&v[..1], 0.99), Some(1));
         assert_eq!(percentile::<u32>(&[], 0.5), None);
+    }
+
+    #[test]
+    fn result_lines() {
+        assert_eq!(
+            parse_line("kernel\tping RTT p50\tµs\t6"),
+            Some(("kernel", "ping RTT p50", "µs", 6.0))
+        );
+        assert_eq!(parse_line("kernel\tping RTT p50\tµs\tsix"), None);
+        assert_eq!(parse_line("a broken line"), None);
+        assert_eq!(parse_line("a\tb\tc\t1\textra"), None);
     }
 
     #[test]

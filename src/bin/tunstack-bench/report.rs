@@ -3,7 +3,7 @@
 //! round trips measured against them, the floors: a bare TUN loop, blocking and spinning,
 //! and tunstack spinning.
 
-use crate::record::median;
+use crate::record::{median, parse_line};
 use std::fmt::Write as _;
 use std::fs;
 use std::io;
@@ -84,14 +84,7 @@ const FLOORS: [(&str, &str); 3] = [
 /// Reads `side<TAB>metric<TAB>unit<TAB>value` lines, keeping the metrics' first-seen order.
 fn read_rows(text: &str) -> Vec<Row> {
     let mut rows: Vec<Row> = Vec::new();
-    for line in text.lines() {
-        let fields: Vec<&str> = line.split('\t').collect();
-        let [side, metric, unit, value] = fields[..] else {
-            continue;
-        };
-        let Ok(value) = value.parse::<f64>() else {
-            continue;
-        };
+    for (side, metric, unit, value) in text.lines().filter_map(parse_line) {
         let index = match rows.iter().position(|r| r.metric == metric) {
             Some(index) => index,
             None => {
