@@ -686,44 +686,59 @@ fn our_tsval(seg: &Seg) -> u32 {
         .expect("no timestamp on our segment")
 }
 
+/// What the peer puts on a segment answering our `seg`: the echo of our timestamp when
+/// timestamps were negotiated, nothing otherwise.
+fn ts_echo(timestamps: bool, seg: &Seg) -> Vec<TcpOptionElement> {
+    if timestamps {
+        vec![TcpOptionElement::Timestamp(2, our_tsval(seg))]
+    } else {
+        Vec::new()
+    }
+}
+
+/// A Linux-like peer on port `sport` (offering timestamps if `timestamps`) connected to a
+/// listener on port 80, and our stream having sent `bytes` to it: the peer, the stream and
+/// our data segments on the wire, none acknowledged yet.
+fn connected_and_sent(
+    sport: u16,
+    timestamps: bool,
+    bytes: usize,
+) -> (Peer, tunstack::TcpStream, Vec<Seg>) {
+    let mut peer = Peer::new();
+    let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
+    let mut syn = LINUX_SYN.to_vec();
+    if timestamps {
+        syn.push(TcpOptionElement::Timestamp(1, 0));
+    }
+    peer.send_with(sport, 1000, None, "S", &[], &syn);
+    let synack = peer.exchange().remove(0);
+    let ack = synack.seq.wrapping_add(1);
+    peer.send_with(
+        sport,
+        1001,
+        Some(ack),
+        "A",
+        &[],
+        &ts_echo(timestamps, &synack),
+    );
+    peer.exchange();
+    let (stream, _) = listener.accept().unwrap();
+    stream.write(&vec![1u8; bytes]).unwrap();
+    let sent: Vec<Seg> = peer.exchange().into_iter().filter(|s| s.len > 0).collect();
+    assert!(sent.len() >= 2, "{sent:?}");
+    (peer, stream, sent)
+}
+
 /// Our last segments of a burst are lost: with timestamps known, we resend them after two
 /// round trips and the peer's delayed-ACK allowance, not after smoltcp's 1 s timeout.
 /// Without timestamps (no round trip known) the timeout stays.
 #[test]
 fn a_lost_tail_is_probed_within_a_quarter_second_when_the_round_trip_is_known() {
     for timestamps in [true, false] {
-        let mut peer = Peer::new();
-        let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
-        let mut syn = LINUX_SYN.to_vec();
-        if timestamps {
-            syn.push(TcpOptionElement::Timestamp(1, 0));
-        }
-        peer.send_with(45000, 1000, None, "S", &[], &syn);
-        let synack = peer.exchange().remove(0);
-        let echo = |seg: &Seg| {
-            if timestamps {
-                vec![TcpOptionElement::Timestamp(2, our_tsval(seg))]
-            } else {
-                Vec::new()
-            }
-        };
-        let options = echo(&synack);
-        peer.send_with(
-            45000,
-            1001,
-            Some(synack.seq.wrapping_add(1)),
-            "A",
-            &[],
-            &options,
-        );
-        peer.exchange();
-        let (stream, _) = listener.accept().unwrap();
-        stream.write(&[1u8; 3000]).unwrap();
-        let sent: Vec<Seg> = peer.exchange().into_iter().filter(|s| s.len > 0).collect();
-        assert!(sent.len() >= 2, "{sent:?}");
+        let (mut peer, _stream, sent) = connected_and_sent(45000, timestamps, 3000);
         // The first arrives and is acknowledged (with our timestamp echoed); the rest is lost.
         let acked = sent[0].seq.wrapping_add(sent[0].len as u32);
-        let options = echo(&sent[0]);
+        let options = ts_echo(timestamps, &sent[0]);
         peer.send_with(45000, 1001, Some(acked), "A", &[], &options);
         peer.exchange();
         peer.now += Duration::from_millis(250);
@@ -744,33 +759,12 @@ fn a_lost_tail_is_probed_within_a_quarter_second_when_the_round_trip_is_known() 
 fn a_lost_fast_retransmission_is_sent_again_after_two_round_trips() {
     for timestamps in [true, false] {
         let sport = 46000 + u16::from(timestamps);
-        let mut peer = Peer::new();
-        let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
-        let mut syn = LINUX_SYN.to_vec();
-        if timestamps {
-            syn.push(TcpOptionElement::Timestamp(1, 0));
-        }
-        peer.send_with(sport, 1000, None, "S", &[], &syn);
-        let synack = peer.exchange().remove(0);
-        let echo = |seg: &Seg| {
-            if timestamps {
-                vec![TcpOptionElement::Timestamp(2, our_tsval(seg))]
-            } else {
-                Vec::new()
-            }
-        };
-        let ack = synack.seq.wrapping_add(1);
-        peer.send_with(sport, 1001, Some(ack), "A", &[], &echo(&synack));
-        peer.exchange();
-        let (stream, _) = listener.accept().unwrap();
-        stream.write(&[1u8; 4000]).unwrap();
-        let sent: Vec<Seg> = peer.exchange().into_iter().filter(|s| s.len > 0).collect();
-        assert!(sent.len() >= 2, "{sent:?}");
+        let (mut peer, _stream, sent) = connected_and_sent(sport, timestamps, 4000);
         // The first is lost, the rest arrive: the peer's data SACKs all of it (RFC 5827).
         let first = sent[0].seq;
         let last = &sent[sent.len() - 1];
         let block = (sent[1].seq, last.seq.wrapping_add(last.len as u32));
-        let mut options = echo(last);
+        let mut options = ts_echo(timestamps, last);
         options.extend([
             TcpOptionElement::Noop,
             TcpOptionElement::Noop,
