@@ -801,3 +801,73 @@ fn a_lost_fast_retransmission_is_sent_again_after_two_round_trips() {
         }
     }
 }
+
+/// An echo client that half-closes (`nc -N`) sends its FIN before our reply is through; the
+/// app then closes too. A segment of ours lost at that point is fast-retransmitted on the
+/// peer's duplicate ACKs like any other — smoltcp answers duplicate ACKs in LAST-ACK with
+/// challenge ACKs and waits out its timeout (1 s, doubling), so our FIN waits in
+/// CLOSE-WAIT until everything before it is acknowledged — and the FIN follows then.
+#[test]
+fn after_the_peers_fin_a_lost_segment_is_fast_retransmitted_and_our_fin_follows_the_data() {
+    let sport = 47000;
+    let mut peer = Peer::new();
+    let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
+    peer.send_with(sport, 1000, None, "S", &[], &LINUX_SYN);
+    let isn = peer.exchange()[0].seq;
+    peer.send(sport, 1001, Some(isn.wrapping_add(1)), "A", &[]);
+    peer.exchange();
+    let (stream, _) = listener.accept().unwrap();
+    peer.send(sport, 1001, Some(isn.wrapping_add(1)), "FA", &[]);
+    peer.exchange();
+    assert_eq!(stream.read(&mut [0u8; 8]).unwrap(), 0, "the peer's FIN");
+    stream.write(&[5u8; 4000]).unwrap();
+    drop(stream);
+    let sent = peer.exchange();
+    let data: Vec<&Seg> = sent.iter().filter(|s| s.len > 0).collect();
+    assert!(data.len() >= 2, "{sent:?}");
+    let first = data[0].seq;
+    let last = data[data.len() - 1];
+    let sent_end = last.seq.wrapping_add(last.len as u32);
+    assert!(
+        sent.iter().all(|s| !s.flags.contains('F')),
+        "FIN sent with data outstanding: {sent:?}"
+    );
+    // The first is lost; the peer (in FIN-WAIT-2) has the rest and says so, as Linux does,
+    // in one duplicate ACK whose SACK block covers everything after the hole.
+    let sack = [
+        TcpOptionElement::Noop,
+        TcpOptionElement::Noop,
+        TcpOptionElement::SelectiveAcknowledgement((data[1].seq, sent_end), [None; 3]),
+    ];
+    peer.send_with(sport, 1002, Some(first), "A", &[], &sack);
+    // No time passes: only a fast retransmit, not the timeout, can resend it now.
+    let answer = peer.exchange();
+    assert!(
+        answer.iter().any(|s| s.seq == first && s.len > 0),
+        "no fast retransmit of {first} after the duplicate ACK: {answer:?}"
+    );
+    // The peer acknowledges whatever comes next; the FIN comes right after the last byte.
+    let end = isn.wrapping_add(1 + 4000);
+    let mut acked = sent_end;
+    let mut fin = None;
+    for _ in 0..20 {
+        peer.send(sport, 1002, Some(acked), "A", &[]);
+        let next = peer.exchange();
+        fin = fin.or(next.iter().find(|s| s.flags.contains('F')).cloned());
+        match next.iter().rfind(|s| s.len > 0) {
+            Some(s) => acked = s.seq.wrapping_add(s.len as u32),
+            None if fin.is_some() => break,
+            None => {}
+        }
+    }
+    assert_eq!(acked, end, "not all data was sent");
+    let fin = fin.expect("no FIN once everything was acknowledged");
+    assert_eq!(fin.seq, end, "the FIN is not after the last byte");
+    peer.send(sport, 1002, Some(end.wrapping_add(1)), "A", &[]);
+    peer.exchange();
+    assert_eq!(
+        peer.stack.stats().tcp_reaped,
+        1,
+        "the connection is not gone"
+    );
+}

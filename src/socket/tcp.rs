@@ -213,6 +213,9 @@ impl TcpStream {
 
     /// Queues bytes for sending; returns how many fit (`WouldBlock` if none did).
     pub fn write(&self, buf: &[u8]) -> Result<usize> {
+        if self.fin_deferred() {
+            return Err(Error::NotConnected);
+        }
         self.with_socket(|socket, error| {
             if let Some(err) = error {
                 return (Err(err), false);
@@ -230,6 +233,9 @@ impl TcpStream {
 
     /// Bytes [`write`](Self::write) would accept now.
     pub fn send_space(&self) -> usize {
+        if self.fin_deferred() {
+            return 0;
+        }
         self.with_socket(|socket, _| {
             let space = if socket.may_send() {
                 socket.send_capacity() - socket.send_queue()
@@ -242,10 +248,22 @@ impl TcpStream {
 
     /// Sends FIN after the queued data: the peer reads end of stream; we can still read.
     pub fn shutdown_write(&self) {
-        self.with_socket(|socket, _| {
-            socket.close();
-            ((), true)
-        });
+        let mut inner = self.stack.inner();
+        if let Some(entry) = inner.sockets.get_mut(self.id.0).and_then(|e| e.tcp_mut()) {
+            entry.close();
+        }
+        inner.mark_dirty(self.id);
+    }
+
+    /// Our side was closed with its FIN still waiting for the data before it to be
+    /// acknowledged (smoltcp's socket can still take data; we must not).
+    fn fin_deferred(&self) -> bool {
+        let inner = self.stack.inner();
+        inner
+            .sockets
+            .get(self.id.0)
+            .and_then(|e| e.tcp())
+            .is_some_and(|entry| entry.fin_deferred)
     }
 
     /// Aborts the connection (or the attempt) when the peer stays silent this long with
@@ -366,13 +384,11 @@ impl Drop for TcpStream {
             return;
         };
         entry.phase = Phase::Orphaned;
-        let closed = match entry.socket.as_mut() {
-            Some(socket) => {
-                socket.close();
-                socket.state() == State::Closed
-            }
-            None => false,
-        };
+        entry.close();
+        let closed = entry
+            .socket
+            .as_ref()
+            .is_some_and(|socket| socket.state() == State::Closed);
         log::info!("tcp: closed {}", self.pair);
         if closed {
             inner.reap(self.id);

@@ -73,12 +73,17 @@ impl Inner {
 
     fn egress_socket<D: Device>(&mut self, now: Instant, device: &mut D, id: SocketId) -> bool {
         self.enforce_timeout(now, id);
+        if let Some(tcp) = self.sockets.get_mut(id.0).and_then(|e| e.tcp_mut())
+            && tcp.finish_close()
+        {
+            log::debug!("tcp: {}: all data acknowledged, FIN sent", tcp.pair);
+        }
         let state_before = self.tcp_state(id);
         let seq_offset = self.seq_offset(id);
         let Some(handle) = self.lend(id) else {
             return false;
         };
-        self.tail_probe(now, id, &device.capabilities(), seq_offset);
+        self.tail_probe(now, id, state_before, &device.capabilities(), seq_offset);
         let mut rounds = 0;
         let poll_at = {
             let Inner {
@@ -305,9 +310,7 @@ impl Inner {
                     self.flows.remove_listener(&endpoint);
                 }
                 EntryKind::Tcp(tcp) => {
-                    if let Some(socket) = tcp.socket.as_mut() {
-                        socket.close();
-                    }
+                    tcp.close();
                     self.mark_dirty(id);
                 }
                 EntryKind::Udp(_) => {}

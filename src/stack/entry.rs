@@ -100,6 +100,8 @@ pub(crate) struct TcpEntry {
     pub peer_ack: Option<(u32, u16)>,
     /// The round trip in ms, smoothed, from the peer's echoes of our timestamps.
     pub srtt_ms: Option<u32>,
+    /// Our FIN waits for everything before it to be acknowledged: see [`TcpEntry::close`].
+    pub fin_deferred: bool,
 }
 
 /// A fast retransmit started on top of smoltcp: from which ACK number, when, and how
@@ -134,7 +136,35 @@ impl TcpEntry {
             recovery: None,
             peer_ack: None,
             srtt_ms: None,
+            fin_deferred: false,
         }
+    }
+
+    /// Closes our side: FIN after the queued data. When the peer has closed first
+    /// (CLOSE-WAIT) and data of ours is still unacknowledged, the FIN waits until it is
+    /// (`finish_close`, at every egress): in LAST-ACK smoltcp answers the peer's duplicate
+    /// ACKs with challenge ACKs and never fast-retransmits, so a segment lost there would
+    /// wait out the retransmission timeout, doubling each time — an echo client that
+    /// half-closes (`nc -N`) would see its last bytes seconds late. Costs that client one
+    /// round trip for the FIN, and only when data was still in flight.
+    pub fn close(&mut self) {
+        let Some(socket) = self.socket.as_mut() else {
+            return;
+        };
+        self.fin_deferred = socket.state() == tcp::State::CloseWait && socket.send_queue() > 0;
+        if !self.fin_deferred {
+            socket.close();
+        }
+    }
+
+    /// Sends the deferred FIN once nothing before it is unacknowledged (or closes at once
+    /// if the connection left CLOSE-WAIT otherwise, e.g. reset). True if it closed now.
+    pub fn finish_close(&mut self) -> bool {
+        if !self.fin_deferred {
+            return false;
+        }
+        self.close();
+        !self.fin_deferred
     }
 
     /// Something of ours awaits the peer's answer: a SYN, data, or a FIN.

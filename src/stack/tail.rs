@@ -15,6 +15,7 @@
 
 use etherparse::PacketBuilder;
 use smoltcp::phy::DeviceCapabilities;
+use smoltcp::socket::tcp::State;
 use smoltcp::time::{Duration, Instant};
 use smoltcp::wire::IpAddress;
 
@@ -53,20 +54,28 @@ impl Inner {
         }
     }
 
-    /// When the probe for socket `id` is due, if one is armed.
+    /// When the probe for socket `id` (not lent) is due, if one is armed.
     pub(super) fn probe_at(&self, id: SocketId) -> Option<Instant> {
-        probe_at(self.sockets.get(id.0)?.tcp()?)
+        let tcp = self.sockets.get(id.0)?.tcp()?;
+        if !counts_duplicates(tcp.socket.as_ref()?.state()) {
+            return None;
+        }
+        probe_at(tcp)
     }
 
-    /// If the probe for the lent socket `id` is due, starts the fast retransmit (it leaves
-    /// in the egress that follows).
+    /// If the probe for the lent socket `id` (in `state`) is due, starts the fast
+    /// retransmit (it leaves in the egress that follows).
     pub(super) fn tail_probe(
         &mut self,
         now: Instant,
         id: SocketId,
+        state: Option<State>,
         caps: &DeviceCapabilities,
         seq_offset: u32,
     ) {
+        if !state.is_some_and(counts_duplicates) {
+            return;
+        }
         let Some(tcp) = self.sockets.get_mut(id.0).and_then(|e| e.tcp_mut()) else {
             return;
         };
@@ -113,6 +122,15 @@ impl Inner {
             self.feed_made(now, dup, times, caps, seq_offset);
         }
     }
+}
+
+/// smoltcp fast-retransmits on duplicate ACKs in these states; in LAST-ACK it answers
+/// them with challenge ACKs (so [`super::entry::TcpEntry::close`] keeps data out of it).
+fn counts_duplicates(state: State) -> bool {
+    matches!(
+        state,
+        State::Established | State::FinWait1 | State::CloseWait | State::Closing
+    )
 }
 
 /// A window field for the `repeat`th repeat: not `window`, and not the last repeat's.
