@@ -4,7 +4,10 @@
 
 mod common;
 
-use common::{Netns, STACK_V4, TempDir, assert_same_bytes, describe, poll_until, ss, start_stack};
+use common::{
+    Netns, STACK_V4, TempDir, assert_same_bytes, describe, nc_echo_label, poll_until, ss,
+    start_stack,
+};
 use std::fs::File;
 use std::process::{Child, Stdio};
 use std::time::Duration;
@@ -20,6 +23,7 @@ fn packets_seen(report: &str) -> Option<u64> {
 }
 
 fn nc_echo(netns: &Netns, input: &std::path::Path, output: &std::path::Path) {
+    let started = std::time::Instant::now();
     let result = netns
         .command_bounded(
             Duration::from_secs(60),
@@ -32,7 +36,7 @@ fn nc_echo(netns: &Netns, input: &std::path::Path, output: &std::path::Path) {
         .output()
         .unwrap();
     assert!(result.status.success(), "nc failed:\n{}", describe(&result));
-    assert_same_bytes(input, output, "echo");
+    assert_same_bytes(input, output, &nc_echo_label("echo", started.elapsed(), 10));
 }
 
 #[test]

@@ -78,3 +78,16 @@ pub fn assert_same_bytes(expected: &Path, actual: &Path, what: &str) {
         actual_bytes.len()
     );
 }
+
+/// What to call an nc echo that took `elapsed` with `-w idle`: nc exits 0, saying nothing,
+/// when no data came for `idle` seconds, so a short echo from a slow run says so.
+pub fn nc_echo_label(what: &str, elapsed: std::time::Duration, idle: u64) -> String {
+    let ran = elapsed.as_secs_f64();
+    if ran >= idle as f64 {
+        format!(
+            "{what} (nc ran {ran:.1} s: with -w {idle} it quits quietly after {idle} s without data)"
+        )
+    } else {
+        format!("{what} (nc ran {ran:.1} s)")
+    }
+}

@@ -8,7 +8,7 @@ mod data;
 mod stack;
 
 #[allow(unused_imports)]
-pub use data::{TempDir, assert_same_bytes};
+pub use data::{TempDir, assert_same_bytes, nc_echo_label};
 #[allow(unused_imports)]
 pub use stack::{Capture, Stack};
 

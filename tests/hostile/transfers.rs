@@ -2,7 +2,8 @@
 //! 5% loss (injected and by nft), and SIGTERM in the middle of a transfer.
 
 use crate::common::{
-    Capture, ECHO_PORT, Netns, STACK_V4, STACK_V6, TempDir, assert_same_bytes, describe, poll_until,
+    Capture, ECHO_PORT, Netns, STACK_V4, STACK_V6, TempDir, assert_same_bytes, describe,
+    nc_echo_label, poll_until,
 };
 use crate::hostile::clients::Stream;
 use crate::hostile::{Report, assert_survived, exclusive_load, numbers, quiet, script_line, start};
@@ -35,7 +36,11 @@ fn ten_mebibytes_tcp_and_full_size_udp_datagrams_are_byte_identical() {
         .unwrap();
     let tcp_time = started.elapsed();
     assert!(output.status.success(), "nc failed:\n{}", describe(&output));
-    assert_same_bytes(&sent, &received, "10 MiB TCP echo");
+    assert_same_bytes(
+        &sent,
+        &received,
+        &nc_echo_label("10 MiB TCP echo", tcp_time, 10),
+    );
 
     let mut udp = Vec::new();
     for (address, size, count) in [(STACK_V4, "1472", "1000"), (STACK_V6, "1452", "300")] {
@@ -81,7 +86,8 @@ fn mebibyte_through_loss(netns: &Netns, test: &str) -> Duration {
         "{test}: 1 MiB did not make it within 60 s ({got} bytes came back after {took:?}):\n{}",
         describe(&output)
     );
-    assert_same_bytes(&sent, &received, &format!("{test}: 1 MiB echo"));
+    let what = format!("{test}: 1 MiB echo");
+    assert_same_bytes(&sent, &received, &nc_echo_label(&what, took, 30));
     took
 }
 
