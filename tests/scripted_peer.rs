@@ -871,3 +871,41 @@ fn after_the_peers_fin_a_lost_segment_is_fast_retransmitted_and_our_fin_follows_
         "the connection is not gone"
     );
 }
+
+/// A fast retransmission that is lost while new data follows it: the peer SACKs the new
+/// data but still not the hole, which proves the retransmission lost (RFC 8985's rule on a
+/// link that does not reorder). It is sent again at once — no round trip or timeout waited
+/// for, and no timestamps needed.
+#[test]
+fn a_lost_retransmission_is_sent_again_at_once_when_later_data_is_sacked() {
+    let sport = 48000;
+    let (mut peer, stream, first, sent) = sending_both_ways(sport, 8);
+    let end_of = |s: &Seg| s.seq.wrapping_add(s.len as u32);
+    // The first is lost; three after it arrived (more than two segments' worth).
+    data_with_sack(&mut peer, sport, first, &[(sent[1].seq, end_of(&sent[3]))]);
+    let answer = peer.exchange();
+    assert!(
+        answer.iter().any(|s| s.seq == first && s.len > 0),
+        "no fast retransmit of {first}: {answer:?}"
+    );
+    // New data goes out after the retransmission; the retransmission is lost.
+    stream.write(&[9u8; 1460]).unwrap();
+    let fresh: Vec<Seg> = peer.exchange().into_iter().filter(|s| s.len > 0).collect();
+    let newest = fresh.last().expect("no new data after the retransmission");
+    assert!(newest.seq != first, "{fresh:?}");
+    // The peer SACKs up to the newest data: still not the hole.
+    data_with_sack(&mut peer, sport, first, &[(sent[1].seq, end_of(newest))]);
+    let again = peer.exchange();
+    assert!(
+        again.iter().any(|s| s.seq == first && s.len > 0),
+        "the lost retransmission of {first} was not sent again: {again:?}"
+    );
+    assert_eq!(peer.stack.stats().tail_probes, 1);
+    // Evidence from before that repeat does not make another.
+    data_with_sack(&mut peer, sport, first, &[(sent[1].seq, end_of(newest))]);
+    let quiet = peer.exchange();
+    assert!(
+        quiet.iter().all(|s| s.seq != first || s.len == 0),
+        "sent again on old evidence: {quiet:?}"
+    );
+}

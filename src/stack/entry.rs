@@ -111,6 +111,26 @@ pub struct Recovery {
     pub ack: u32,
     pub at: Instant,
     pub repeats: u32,
+    /// The end of what had been sent when it started: the peer SACKing anything beyond it
+    /// while still acknowledging `ack` got data sent after the retransmission, not the
+    /// retransmission itself (RFC 8985's rule, on a link that does not reorder).
+    pub sent_end: Option<u32>,
+    /// That happened: the retransmission is lost, and is to be started again now.
+    pub lost: bool,
+}
+
+impl Recovery {
+    /// A fast retransmit from `ack` started `now` (the `repeats`th time), with everything
+    /// up to `sent_end` sent.
+    pub fn new(ack: u32, now: Instant, repeats: u32, sent_end: Option<u32>) -> Recovery {
+        Recovery {
+            ack,
+            at: now,
+            repeats,
+            sent_end,
+            lost: false,
+        }
+    }
 }
 
 impl TcpEntry {

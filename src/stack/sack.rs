@@ -5,12 +5,14 @@
 //! client — puts its ACKs on data segments, so smoltcp never fast-retransmits to it: each
 //! lost segment of ours waits out the retransmission timeout, one second at least. Linux
 //! peers say exactly what they got, in SACK blocks on those segments (smoltcp offers SACK).
-//! When the blocks show three full segments' worth of data above the ACK, RFC 6675 deems
-//! the segment at the ACK lost; so do we when they cover everything we sent after it (no
+//! When the blocks show more than two full segments' worth of data above the ACK, RFC 6675
+//! deems the segment at the ACK lost; so do we when they cover everything we sent after it (no
 //! more evidence can come: RFC 5827's early retransmit, for the last segments of a burst).
 //! We tell smoltcp so in the one way it listens to: three duplicate ACKs, made from the
-//! peer's segment without its data. Once per hole: if the retransmission is lost too,
-//! [`super::tail`]'s probe starts another after two round trips (when they are known).
+//! peer's segment without its data. Once per hole: if the retransmission is lost too —
+//! the peer SACKs data we sent after it, but still not the hole (RFC 8985's rule) —
+//! [`super::tail`]'s probe starts another at once; without such evidence, after two round
+//! trips (when they are known).
 
 use etherparse::{
     IpHeaders, PacketBuilder, PacketBuilderStep, SlicedPacket, TcpHeaderSlice, TcpOptionElement,
@@ -129,8 +131,10 @@ impl<'a> PeerSegment<'a> {
 }
 
 /// If a segment with `flags` and ACK number `ack` shows, by its `options`, a hole at that
-/// ACK number — at least [`DUP_THRESH`] segments of `mss` bytes received above it, or
-/// everything up to `snd_max` (the end of what we have sent) — that ACK number.
+/// ACK number — more than [`DUP_THRESH`] − 1 segments of `mss` bytes received above it
+/// (RFC 6675's IsLost: three segments that carry timestamps are 3 × 1448 bytes, less than
+/// three MSS), or everything up to `snd_max` (the end of what we have sent) — that ACK
+/// number.
 pub(super) fn hole(
     flags: TcpFlags,
     ack: u32,
@@ -145,7 +149,7 @@ pub(super) fn hole(
         (Some(end), Some(right)) => right == end || after(right, end),
         _ => false,
     };
-    (options.sacked >= (DUP_THRESH * mss) as u64 || all_after_it).then_some(ack)
+    (options.sacked > ((DUP_THRESH - 1) * mss) as u64 || all_after_it).then_some(ack)
 }
 
 /// The duplicate ACK `packet` stands for: the same ACK and window, no data, no options;
@@ -204,18 +208,27 @@ impl Inner {
             40
         };
         let mss = seg.caps.max_transmission_unit.saturating_sub(header).max(1);
+        // One hole, told once. If the peer then SACKs data sent after the retransmission
+        // but still not the hole, the retransmission is lost: the probe
+        // ([`super::tail`]) starts it again at once, in the egress that follows.
+        if let Some(r) = tcp.recovery.as_mut().filter(|r| r.ack == seg.ack) {
+            if !r.lost
+                && let (Some(end), Some(highest)) = (r.sent_end, seg.options.highest)
+                && after(highest, end)
+            {
+                r.lost = true;
+                log::debug!(
+                    "tcp: {}: the retransmission of {} is lost: SACK covers data sent after it",
+                    tcp.pair,
+                    r.ack
+                );
+            }
+            return;
+        }
         let Some(ack) = hole(seg.flags, seg.ack, &seg.options, mss, tcp.sent.snd_max) else {
             return;
         };
-        // One hole, told once; if its retransmission is lost, the probe tells it again.
-        if tcp.recovery.is_some_and(|r| r.ack == ack) {
-            return;
-        }
-        tcp.recovery = Some(Recovery {
-            ack,
-            at: now,
-            repeats: 0,
-        });
+        tcp.recovery = Some(Recovery::new(ack, now, 0, tcp.sent.snd_max));
         self.meter.stats.sack_recoveries += 1;
         log::debug!("tcp: {}: SACK shows {ack} lost; fast retransmit", tcp.pair);
         // smoltcp answers none of them; the retransmission leaves in egress.
@@ -316,6 +329,17 @@ mod tests {
         ];
         assert_eq!(
             hole_in(&segment(ack, b"data", &blocks), MSS, None),
+            Some(ack)
+        );
+    }
+
+    #[test]
+    fn three_segments_that_carry_timestamps_make_a_hole() {
+        // 1448 bytes each: three are less than three MSS, more than two (RFC 6675).
+        let ack = 1_000_000;
+        let three = (ack + 1448, ack + 4 * 1448);
+        assert_eq!(
+            hole_in(&segment(ack, b"data", &[three]), MSS, None),
             Some(ack)
         );
     }

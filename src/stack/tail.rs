@@ -8,10 +8,11 @@
 //! duplicates of the peer's last ACK and fast-retransmits from the first unacknowledged
 //! byte.
 //!
-//! The same probe resends a lost retransmission: when a fast retransmit (from a SACK hole
-//! or a probe) has not moved the peer's ACK after that long, it is started again, after
-//! twice as long the next time, [`MAX_REPEATS`] times at most; then smoltcp's own timeout
-//! (with its backoff) is left to act alone.
+//! The same probe resends a lost retransmission: at once when the peer SACKs data sent
+//! after it but not the retransmission itself ([`super::sack`] marks it lost); otherwise
+//! when a fast retransmit (from a SACK hole or a probe) has not moved the peer's ACK after
+//! that long, and after twice as long the next time. [`MAX_REPEATS`] times at most; then
+//! smoltcp's own timeout (with its backoff) is left to act alone.
 
 use etherparse::PacketBuilder;
 use smoltcp::phy::DeviceCapabilities;
@@ -89,11 +90,7 @@ impl Inner {
             Some(r) if r.ack == ack => r.repeats + 1,
             _ => 0,
         };
-        tcp.recovery = Some(Recovery {
-            ack,
-            at: now,
-            repeats,
-        });
+        tcp.recovery = Some(Recovery::new(ack, now, repeats, tcp.sent.snd_max));
         let (local, remote) = (tcp.pair.local, tcp.pair.remote);
         log::debug!(
             "tcp: {}: nothing acknowledged past {ack} for two round trips; fast retransmit{}",
@@ -143,16 +140,25 @@ fn update_window(window: u16, repeat: u32) -> u16 {
     }
 }
 
-/// Two round trips plus the delayed-ACK allowance after the last progress, while data is
-/// outstanding, the peer's window is open and its round trip is known; after a fast
-/// retransmit from the same ACK number, that long after it (doubled for each repeat).
+/// While data is outstanding and the peer's window is open: at once for a retransmission
+/// known to be lost; otherwise, with the round trip known, two round trips plus the
+/// delayed-ACK allowance after the last progress, or after a fast retransmit from the same
+/// ACK number that long after it (doubled for each repeat).
 fn probe_at(tcp: &TcpEntry) -> Option<Instant> {
-    let srtt = tcp.srtt_ms?;
     let (ack, window) = tcp.peer_ack?;
     let outstanding = tcp.sent.snd_max.is_some_and(|end| after(end, ack));
     if !outstanding || window == 0 || tcp.sent.ack.is_none() {
         return None;
     }
+    // A retransmission known to be lost goes again now, round trip known or not.
+    if let Some(r) = tcp.recovery
+        && r.ack == ack
+        && r.lost
+        && r.repeats < MAX_REPEATS
+    {
+        return Some(r.at);
+    }
+    let srtt = tcp.srtt_ms?;
     let wait = Duration::from_millis(2 * u64::from(srtt)).max(MIN_TWO_RTT) + DELAYED_ACK_ALLOWANCE;
     match tcp.recovery {
         Some(r) if r.ack == ack && r.repeats >= MAX_REPEATS => None,
