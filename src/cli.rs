@@ -89,6 +89,11 @@ pub struct StackArgs {
     /// before blocking: lower latency while packets flow, no cost when idle. 0 = off.
     #[arg(long, default_value_t = 50, value_name = "MICROS")]
     pub busy_poll_us: u64,
+    /// Traffic that comes back after idle spells at a steady period (ping, heartbeats) is
+    /// learned, and the TUN polled from this many microseconds before the next packet is
+    /// due until as long after: no wake-up to pay when it comes. 0 = off.
+    #[arg(long, default_value_t = 150, value_name = "MICROS")]
+    pub rhythm_lead_us: u64,
     /// Fault injection: drop this percentage of packets each way.
     #[arg(long = "drop", default_value_t = 0, value_name = "PCT", value_parser = clap::value_parser!(u8).range(0..=100))]
     pub drop_pct: u8,

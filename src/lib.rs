@@ -19,6 +19,7 @@ pub mod flow;
 pub mod packet;
 pub mod pcap;
 pub mod phy;
+pub mod rhythm;
 pub mod runtime;
 pub mod socket;
 pub mod stack;

@@ -104,6 +104,7 @@ fn serve(
             .inspect_err(|err| log::warn!("tunstack ss will not work: {err}"))
             .ok(),
         busy_poll: Duration::from_micros(args.busy_poll_us),
+        rhythm_lead: Duration::from_micros(args.rhythm_lead_us),
     };
     let faults = FaultConfig {
         drop_pct: args.drop_pct,

@@ -7,6 +7,7 @@ use crate::error::{Error, Result};
 use crate::flow::SocketId;
 use crate::phy::TunDevice;
 use crate::phy::wait::{Poller, wait_readable};
+use crate::rhythm::{Plan, Rhythm};
 use crate::stack::Stack;
 use smoltcp::phy::Device;
 use smoltcp::time::{Duration, Instant};
@@ -16,6 +17,10 @@ use std::os::unix::net::UnixStream;
 
 /// How long a graceful shutdown waits for peers to acknowledge our FINs.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(1500);
+
+/// A packet after this long without traffic (beyond the busy-poll time) ends an idle
+/// spell: those are the packets whose rhythm is learned.
+const IDLE_SPELL: Duration = Duration::from_micros(500);
 
 /// What an app plugged into [`run`] does.
 pub trait App {
@@ -97,6 +102,10 @@ pub struct RunOptions {
     /// blocking: saves a scheduler wake-up per packet while traffic flows, and costs
     /// nothing when the stack is idle. Zero turns it off.
     pub busy_poll: Duration,
+    /// Traffic that returns after idle spells at a steady period is polled for from this
+    /// long before the next packet is due to this long after ([`crate::rhythm`]). Zero
+    /// turns it off.
+    pub rhythm_lead: Duration,
 }
 
 /// Runs `app` on `stack` until it finishes or a signal asks to stop. Returns the exit code.
@@ -116,10 +125,14 @@ pub fn run<D: WaitableDevice>(
     let mut poller = Poller::default();
     let mut shutdown_deadline: Option<Instant> = None;
     let mut last_traffic = Instant::ZERO;
+    let mut rhythm = Rhythm::new(options.rhythm_lead);
     loop {
         let now = clock.now();
         // In, app, out: what the app writes in reply leaves with the ACK of what came in.
         let received = stack.receive(now, device);
+        if received && now >= last_traffic + options.busy_poll + IDLE_SPELL {
+            rhythm.arrived(now);
+        }
         ready.clear();
         stack.take_ready(&mut ready);
         if !ready.is_empty() {
@@ -145,6 +158,12 @@ pub fn run<D: WaitableDevice>(
         let mut delay = min_delay(stack.poll_delay(now), app.timeout());
         if now < last_traffic + options.busy_poll {
             delay = Some(Duration::ZERO);
+        } else {
+            match rhythm.plan(now) {
+                Plan::Poll => delay = Some(Duration::ZERO),
+                Plan::WakeAt(at) => delay = min_delay(delay, Some(at - now)),
+                Plan::Wait => {}
+            }
         }
         if let Some(deadline) = shutdown_deadline {
             let left = if deadline > now {

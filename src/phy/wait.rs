@@ -1,5 +1,6 @@
-//! Blocking wait on file descriptors with poll(2): the only place the event loop sleeps.
-//! Timeouts are rounded *up* to whole milliseconds, so a 300 µs timer never becomes a spin.
+//! Blocking wait on file descriptors with ppoll(2): the only place the event loop sleeps.
+//! Timeouts keep their microseconds (poll(2) would round them to milliseconds: a wake-up
+//! meant to come 150 µs before a packet would come after it).
 
 use smoltcp::time::Duration;
 use std::io;
@@ -30,12 +31,18 @@ impl Poller {
             events: libc::POLLIN,
             revents: 0,
         }));
-        // SAFETY: `pollfds` is a valid, exclusively borrowed array of `pollfds.len()` entries.
+        let timespec = timeout.map(timespec);
+        let timeout_ptr = timespec
+            .as_ref()
+            .map_or(std::ptr::null(), |t| t as *const libc::timespec);
+        // SAFETY: `pollfds` is a valid, exclusively borrowed array of `pollfds.len()` entries;
+        // `timeout_ptr` is null or points to a timespec that outlives the call; no sigmask.
         let rc = unsafe {
-            libc::poll(
+            libc::ppoll(
                 self.pollfds.as_mut_ptr(),
                 self.pollfds.len() as libc::nfds_t,
-                timeout_ms(timeout),
+                timeout_ptr,
+                std::ptr::null(),
             )
         };
         if rc < 0 {
@@ -56,14 +63,12 @@ impl Poller {
     }
 }
 
-/// poll(2)'s timeout argument: -1 for none, else milliseconds rounded up.
-pub fn timeout_ms(timeout: Option<Duration>) -> libc::c_int {
-    match timeout {
-        None => -1,
-        Some(d) => {
-            let ms = d.total_micros().div_ceil(1000);
-            ms.min(libc::c_int::MAX as u64) as libc::c_int
-        }
+/// ppoll(2)'s timeout for `d`.
+pub fn timespec(d: Duration) -> libc::timespec {
+    let micros = d.total_micros();
+    libc::timespec {
+        tv_sec: (micros / 1_000_000).min(libc::time_t::MAX as u64) as libc::time_t,
+        tv_nsec: ((micros % 1_000_000) * 1000) as libc::c_long,
     }
 }
 
@@ -83,11 +88,10 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sub_millisecond_timeouts_round_up() {
-        assert_eq!(timeout_ms(None), -1);
-        assert_eq!(timeout_ms(Some(Duration::from_micros(0))), 0);
-        assert_eq!(timeout_ms(Some(Duration::from_micros(1))), 1);
-        assert_eq!(timeout_ms(Some(Duration::from_micros(1000))), 1);
-        assert_eq!(timeout_ms(Some(Duration::from_micros(1001))), 2);
+    fn timeouts_keep_their_microseconds() {
+        let t = timespec(Duration::from_micros(2_000_150));
+        assert_eq!((t.tv_sec, t.tv_nsec), (2, 150_000));
+        let t = timespec(Duration::ZERO);
+        assert_eq!((t.tv_sec, t.tv_nsec), (0, 0));
     }
 }
