@@ -99,10 +99,11 @@ impl Rhythm {
         scaled.max(self.lead).min(self.lead * 4)
     }
 
-    /// What to do at `now`, idle. A prediction that passed without a packet is forgotten
-    /// (the rhythm is learned again from the next spells), so absent traffic costs one
-    /// poll of twice the lead.
-    pub fn plan(&mut self, now: Instant) -> Plan {
+    /// What to do at `now`, idle. Once the window around a predicted packet has passed
+    /// without it, nothing more is predicted until a packet comes (and its gap must agree
+    /// with the others), so traffic that stops costs one poll of twice the lead; a packet
+    /// that is merely late keeps the rhythm.
+    pub fn plan(&self, now: Instant) -> Plan {
         let (Some(period), Some(last)) = (self.period(), self.last) else {
             return Plan::Wait;
         };
@@ -112,8 +113,26 @@ impl Rhythm {
         } else if now <= next + lead {
             Plan::Poll
         } else {
-            self.count = 0;
             Plan::Wait
+        }
+    }
+}
+
+/// One line for `tunstack ss`: what the loop has learned.
+impl std::fmt::Display for Rhythm {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.period() {
+            _ if self.lead == Duration::ZERO => write!(f, "rhythm: off (--rhythm-lead-us 0)"),
+            Some(period) => write!(
+                f,
+                "rhythm: a packet every {:.3} ms after idle spells; polling from {} µs before the next",
+                period.total_micros() as f64 / 1000.0,
+                self.lead_for(period).total_micros()
+            ),
+            None => write!(
+                f,
+                "rhythm: none learned (traffic after idle spells has no steady period)"
+            ),
         }
     }
 }
@@ -138,7 +157,7 @@ mod tests {
 
     #[test]
     fn a_steady_period_predicts_the_next_packet() {
-        let mut rhythm = learned(&[0.0, 2.0, 4.01, 5.99, 8.0]);
+        let rhythm = learned(&[0.0, 2.0, 4.01, 5.99, 8.0]);
         assert_eq!(rhythm.expected(), Some(at(10.0)));
         // Well before: wake at the lead; within the lead either side: poll.
         assert_eq!(rhythm.plan(at(8.1)), Plan::WakeAt(at(9.85)));
@@ -147,8 +166,18 @@ mod tests {
     }
 
     #[test]
+    fn the_report_says_what_was_learned() {
+        assert_eq!(
+            learned(&[0.0, 2.0, 4.0, 6.0, 8.0]).to_string(),
+            "rhythm: a packet every 2.000 ms after idle spells; polling from 150 µs before the next"
+        );
+        assert!(learned(&[0.0, 2.0]).to_string().contains("none learned"));
+        assert!(Rhythm::new(Duration::ZERO).to_string().contains("off"));
+    }
+
+    #[test]
     fn a_long_period_polls_from_further_ahead() {
-        let mut rhythm = learned(&[0.0, 200.0, 400.0, 600.0, 800.0]);
+        let rhythm = learned(&[0.0, 200.0, 400.0, 600.0, 800.0]);
         // 200 ms / 128 = 1.56 ms, capped at 4 leads: 600 µs.
         assert_eq!(rhythm.plan(at(900.0)), Plan::WakeAt(at(999.4)));
         assert_eq!(rhythm.plan(at(1000.55)), Plan::Poll);
@@ -158,7 +187,7 @@ mod tests {
     #[test]
     fn too_few_or_disagreeing_gaps_predict_nothing() {
         assert_eq!(learned(&[0.0, 2.0, 4.0, 6.0]).expected(), None);
-        let mut jittery = learned(&[0.0, 2.0, 4.0, 6.5, 8.5]);
+        let jittery = learned(&[0.0, 2.0, 4.0, 6.5, 8.5]);
         assert_eq!(jittery.expected(), None);
         assert_eq!(jittery.plan(at(9.0)), Plan::Wait);
         // Gaps outside the periods worth learning reset it.
@@ -169,20 +198,30 @@ mod tests {
     }
 
     #[test]
-    fn a_missed_prediction_is_forgotten_and_learned_again() {
+    fn a_missed_packet_stops_the_polling_and_a_late_one_keeps_the_rhythm() {
         let mut rhythm = learned(&[0.0, 2.0, 4.0, 6.0, 8.0]);
-        assert_eq!(rhythm.plan(at(10.5)), Plan::Wait, "the packet never came");
+        assert_eq!(rhythm.plan(at(10.5)), Plan::Wait, "the window passed");
+        assert_eq!(
+            rhythm.plan(at(12.0)),
+            Plan::Wait,
+            "no poll for the next period"
+        );
+        assert_eq!(rhythm.plan(at(13.95)), Plan::Wait);
+        // It was only late (5 %): the rhythm holds, the next is due a period after it.
+        rhythm.arrived(at(10.1));
+        assert_eq!(rhythm.expected(), Some(at(12.125)));
+        // Traffic that resumes after a pause has to agree again.
+        rhythm.arrived(at(17.0));
         assert_eq!(rhythm.expected(), None);
-        assert_eq!(rhythm.plan(at(12.0)), Plan::Wait);
-        for t in [13.0, 15.0, 17.0, 19.0] {
+        for t in [19.0, 21.0, 23.0] {
             rhythm.arrived(at(t));
         }
         assert_eq!(
             rhythm.expected(),
             None,
-            "the 5 ms gap is among the last four"
+            "the 6.9 ms gap is among the last four"
         );
-        rhythm.arrived(at(21.0));
-        assert_eq!(rhythm.expected(), Some(at(23.0)));
+        rhythm.arrived(at(25.0));
+        assert_eq!(rhythm.expected(), Some(at(27.0)));
     }
 }

@@ -132,6 +132,7 @@ pub fn run<D: WaitableDevice>(
         let received = stack.receive(now, device);
         if received && now >= last_traffic + options.busy_poll + IDLE_SPELL {
             rhythm.arrived(now);
+            log::trace!("rhythm: an idle spell ended at {now}; {rhythm}");
         }
         ready.clear();
         stack.take_ready(&mut ready);
@@ -193,6 +194,8 @@ pub fn run<D: WaitableDevice>(
                 text.push_str(&extra);
                 text.push('\n');
             }
+            text.push_str(&rhythm.to_string());
+            text.push('\n');
             control.serve(&text);
         }
         for (index, &fd) in fds.iter().enumerate().skip(3) {
