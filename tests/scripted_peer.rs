@@ -507,13 +507,8 @@ fn a_cookie_ack_meeting_a_full_accept_queue_is_dropped_and_the_retransmission_ge
 /// itself. Returns the peer, our stream, the first outstanding sequence number and the
 /// outstanding segments.
 fn sending_both_ways(sport: u16, segments: usize) -> (Peer, tunstack::TcpStream, u32, Vec<Seg>) {
-    let mut peer = Peer::new();
-    let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
-    peer.send_with(sport, 1000, None, "S", &[], &LINUX_SYN);
-    let isn = peer.exchange()[0].seq;
-    peer.send(sport, 1001, Some(isn.wrapping_add(1)), "A", &[]);
-    peer.exchange();
-    let (stream, _) = listener.accept().unwrap();
+    let (mut peer, stream, synack) = linux_client(sport, false);
+    let isn = synack.seq;
     // Open the congestion window: 64 KiB, every segment acknowledged as it comes.
     stream.write(&[0u8; 65536]).unwrap();
     let mut acked = isn.wrapping_add(1);
@@ -696,14 +691,10 @@ fn ts_echo(timestamps: bool, seg: &Seg) -> Vec<TcpOptionElement> {
     }
 }
 
-/// A Linux-like peer on port `sport` (offering timestamps if `timestamps`) connected to a
-/// listener on port 80, and our stream having sent `bytes` to it: the peer, the stream and
-/// our data segments on the wire, none acknowledged yet.
-fn connected_and_sent(
-    sport: u16,
-    timestamps: bool,
-    bytes: usize,
-) -> (Peer, tunstack::TcpStream, Vec<Seg>) {
+/// A Linux-like client on port `sport` (SACK, window scaling, timestamps if `timestamps`)
+/// through the handshake with a listener on port 80, and the stream accepted there: the
+/// peer, the stream and our SYN-ACK.
+fn linux_client(sport: u16, timestamps: bool) -> (Peer, tunstack::TcpStream, Seg) {
     let mut peer = Peer::new();
     let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
     let mut syn = LINUX_SYN.to_vec();
@@ -713,16 +704,22 @@ fn connected_and_sent(
     peer.send_with(sport, 1000, None, "S", &[], &syn);
     let synack = peer.exchange().remove(0);
     let ack = synack.seq.wrapping_add(1);
-    peer.send_with(
-        sport,
-        1001,
-        Some(ack),
-        "A",
-        &[],
-        &ts_echo(timestamps, &synack),
-    );
+    let options = ts_echo(timestamps, &synack);
+    peer.send_with(sport, 1001, Some(ack), "A", &[], &options);
     peer.exchange();
     let (stream, _) = listener.accept().unwrap();
+    (peer, stream, synack)
+}
+
+/// A Linux-like peer on port `sport` (offering timestamps if `timestamps`) connected to a
+/// listener on port 80, and our stream having sent `bytes` to it: the peer, the stream and
+/// our data segments on the wire, none acknowledged yet.
+fn connected_and_sent(
+    sport: u16,
+    timestamps: bool,
+    bytes: usize,
+) -> (Peer, tunstack::TcpStream, Vec<Seg>) {
+    let (mut peer, stream, _) = linux_client(sport, timestamps);
     stream.write(&vec![1u8; bytes]).unwrap();
     let sent: Vec<Seg> = peer.exchange().into_iter().filter(|s| s.len > 0).collect();
     assert!(sent.len() >= 2, "{sent:?}");
@@ -810,13 +807,8 @@ fn a_lost_fast_retransmission_is_sent_again_after_two_round_trips() {
 #[test]
 fn after_the_peers_fin_a_lost_segment_is_fast_retransmitted_and_our_fin_follows_the_data() {
     let sport = 47000;
-    let mut peer = Peer::new();
-    let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
-    peer.send_with(sport, 1000, None, "S", &[], &LINUX_SYN);
-    let isn = peer.exchange()[0].seq;
-    peer.send(sport, 1001, Some(isn.wrapping_add(1)), "A", &[]);
-    peer.exchange();
-    let (stream, _) = listener.accept().unwrap();
+    let (mut peer, stream, synack) = linux_client(sport, false);
+    let isn = synack.seq;
     peer.send(sport, 1001, Some(isn.wrapping_add(1)), "FA", &[]);
     peer.exchange();
     assert_eq!(stream.read(&mut [0u8; 8]).unwrap(), 0, "the peer's FIN");
