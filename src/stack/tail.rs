@@ -150,19 +150,15 @@ fn probe_at(tcp: &TcpEntry) -> Option<Instant> {
     if !outstanding || window == 0 || tcp.sent.ack.is_none() {
         return None;
     }
-    // A retransmission known to be lost goes again now, round trip known or not.
-    if let Some(r) = tcp.recovery
-        && r.ack == ack
-        && r.lost
-        && r.repeats < MAX_REPEATS
-    {
-        return Some(r.at);
-    }
-    let srtt = tcp.srtt_ms?;
-    let wait = Duration::from_millis(2 * u64::from(srtt)).max(MIN_TWO_RTT) + DELAYED_ACK_ALLOWANCE;
+    // Two round trips and the delayed-ACK allowance, if the round trip is known.
+    let wait = tcp.srtt_ms.map(|srtt| {
+        Duration::from_millis(2 * u64::from(srtt)).max(MIN_TWO_RTT) + DELAYED_ACK_ALLOWANCE
+    });
     match tcp.recovery {
         Some(r) if r.ack == ack && r.repeats >= MAX_REPEATS => None,
-        Some(r) if r.ack == ack => Some(r.at + wait * 2u32.pow(r.repeats)),
-        _ => Some(tcp.sent.progress_at? + wait),
+        // A retransmission known to be lost goes again now, round trip known or not.
+        Some(r) if r.ack == ack && r.lost => Some(r.at),
+        Some(r) if r.ack == ack => Some(r.at + wait? * 2u32.pow(r.repeats)),
+        _ => Some(tcp.sent.progress_at? + wait?),
     }
 }
