@@ -213,10 +213,10 @@ impl TcpStream {
 
     /// Queues bytes for sending; returns how many fit (`WouldBlock` if none did).
     pub fn write(&self, buf: &[u8]) -> Result<usize> {
-        if self.fin_deferred() {
-            return Err(Error::NotConnected);
-        }
-        self.with_socket(|socket, error| {
+        self.with_entry(|entry| {
+            let Some((socket, error)) = sending(entry) else {
+                return (Err(Error::NotConnected), false);
+            };
             if let Some(err) = error {
                 return (Err(err), false);
             }
@@ -233,10 +233,10 @@ impl TcpStream {
 
     /// Bytes [`write`](Self::write) would accept now.
     pub fn send_space(&self) -> usize {
-        if self.fin_deferred() {
-            return 0;
-        }
-        self.with_socket(|socket, _| {
+        self.with_entry(|entry| {
+            let Some((socket, _)) = sending(entry) else {
+                return (0, false);
+            };
             let space = if socket.may_send() {
                 socket.send_capacity() - socket.send_queue()
             } else {
@@ -248,22 +248,10 @@ impl TcpStream {
 
     /// Sends FIN after the queued data: the peer reads end of stream; we can still read.
     pub fn shutdown_write(&self) {
-        let mut inner = self.stack.inner();
-        if let Some(entry) = inner.sockets.get_mut(self.id.0).and_then(|e| e.tcp_mut()) {
+        self.with_entry(|entry| {
             entry.close();
-        }
-        inner.mark_dirty(self.id);
-    }
-
-    /// Our side was closed with its FIN still waiting for the data before it to be
-    /// acknowledged (smoltcp's socket can still take data; we must not).
-    fn fin_deferred(&self) -> bool {
-        let inner = self.stack.inner();
-        inner
-            .sockets
-            .get(self.id.0)
-            .and_then(|e| e.tcp())
-            .is_some_and(|entry| entry.fin_deferred)
+            ((), true)
+        });
     }
 
     /// Aborts the connection (or the attempt) when the peer stays silent this long with
@@ -312,7 +300,8 @@ impl TcpStream {
         self.id
     }
 
-    /// Runs `f` on the smoltcp socket; `f` says whether the socket now has work to send.
+    /// Runs `f` on the smoltcp socket and the connection's error, if it failed; `f` says
+    /// whether the socket now has work to send.
     fn with_socket<R>(
         &self,
         f: impl FnOnce(&mut tcp::Socket<'static>, Option<Error>) -> (R, bool),
@@ -320,22 +309,45 @@ impl TcpStream {
     where
         R: FromMissing,
     {
+        self.with_entry(|entry| match socket_and_error(entry) {
+            Some((socket, error)) => f(socket, error),
+            None => (R::missing(), false),
+        })
+    }
+
+    /// Runs `f` on the stream's entry in the stack; `f` says whether the socket now has
+    /// work to send.
+    fn with_entry<R>(&self, f: impl FnOnce(&mut TcpEntry) -> (R, bool)) -> R
+    where
+        R: FromMissing,
+    {
         let mut inner = self.stack.inner();
         let Some(entry) = inner.sockets.get_mut(self.id.0).and_then(|e| e.tcp_mut()) else {
             return R::missing();
         };
-        let error = entry
-            .error
-            .map(|cause| cause.to_error(entry.was_established));
-        let Some(socket) = entry.socket.as_mut() else {
-            return R::missing();
-        };
-        let (result, dirty) = f(socket, error);
+        let (result, dirty) = f(entry);
         if dirty {
             inner.mark_dirty(self.id);
         }
         result
     }
+}
+
+/// The entry's smoltcp socket (unless lent) and the connection's error, if it failed.
+fn socket_and_error(entry: &mut TcpEntry) -> Option<(&mut tcp::Socket<'static>, Option<Error>)> {
+    let error = entry
+        .error
+        .map(|cause| cause.to_error(entry.was_established));
+    Some((entry.socket.as_mut()?, error))
+}
+
+/// [`socket_and_error`] for sending: none once our side is closed with the FIN deferred
+/// (smoltcp's socket, still in CLOSE-WAIT, would take more data; we must not).
+fn sending(entry: &mut TcpEntry) -> Option<(&mut tcp::Socket<'static>, Option<Error>)> {
+    if entry.fin_deferred {
+        return None;
+    }
+    socket_and_error(entry)
 }
 
 /// What a call returns when the socket is gone (cannot happen while the handle lives).
