@@ -73,6 +73,9 @@ pub struct Stats {
     pub tx_packets: u64,
     /// Bytes written to the device.
     pub tx_bytes: u64,
+    /// Packets the stack made but could not hand to the device (its queue of packets
+    /// waiting for the device was full): lost on the way out, never silently.
+    pub tx_unsent: u64,
     /// TCP connections that completed the handshake.
     pub tcp_established: u64,
     /// TCP sockets removed after closing.
@@ -123,8 +126,8 @@ impl fmt::Display for Stats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         writeln!(
             f,
-            "packets in {} ({} bytes), out {} ({} bytes)",
-            self.rx_packets, self.rx_bytes, self.tx_packets, self.tx_bytes
+            "packets in {} ({} bytes), out {} ({} bytes), unsent {}",
+            self.rx_packets, self.rx_bytes, self.tx_packets, self.tx_bytes, self.tx_unsent
         )?;
         writeln!(
             f,

@@ -72,8 +72,14 @@ impl UdpSocket {
     /// Queues one datagram to `target`. `WouldBlock` when the send buffer is full.
     pub fn send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
         let mut inner = self.stack.inner();
-        if inner.send_udp_v6_fragmented(self.endpoint, target, buf)? {
-            return Ok(buf.len());
+        match inner.send_udp_v6_fragmented(self.id, self.endpoint, target, buf) {
+            Ok(true) => return Ok(buf.len()),
+            Ok(false) => {}
+            Err(Error::WouldBlock) => {
+                inner.note_udp_send_blocked(self.id);
+                return Err(Error::WouldBlock);
+            }
+            Err(err) => return Err(err),
         }
         let socket = udp_socket(&mut inner, self.id)?;
         if buf.len() > socket.payload_send_capacity() {
@@ -87,7 +93,10 @@ impl UdpSocket {
                 inner.mark_dirty(self.id);
                 Ok(buf.len())
             }
-            Err(udp::SendError::BufferFull) => Err(Error::WouldBlock),
+            Err(udp::SendError::BufferFull) => {
+                inner.note_udp_send_blocked(self.id);
+                Err(Error::WouldBlock)
+            }
             Err(udp::SendError::Unaddressable) => {
                 Err(Error::Unaddressable(format!("cannot send to {target}")))
             }

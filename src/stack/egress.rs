@@ -4,6 +4,7 @@
 //! move to the accept queue, and closed sockets nobody holds are reaped.
 
 use super::device::{Tap, TapTx};
+use super::fragmenter;
 use super::{Entry, EntryKind, ErrorCause, Inner, Phase};
 use crate::flow::SocketId;
 use smoltcp::iface::PollResult;
@@ -21,11 +22,16 @@ const STALE_TIMERS_FACTOR: usize = 2;
 const STALE_TIMERS_SLACK: usize = 64;
 
 /// Packets built outside smoltcp that may wait for the device.
-const RAW_TX_LIMIT: usize = 1024;
+pub(super) const RAW_TX_LIMIT: usize = 1024;
 
 impl Inner {
     /// Transmits for every dirty socket and every socket whose timer is due.
     pub fn egress<D: Device>(&mut self, now: Instant, device: &mut D) -> bool {
+        if !fragmenter::drain_ipv4_fragments(&mut self.iface, &mut self.meter, device, now) {
+            // The device is full: nothing may be dispatched until it takes the rest.
+            return true;
+        }
+        let raw_before = self.raw_tx.len();
         self.send_raw(now, device);
         // Swapped, not taken: both lists keep their capacity from poll to poll.
         let mut due = std::mem::take(&mut self.due);
@@ -55,6 +61,12 @@ impl Inner {
         }
         due.clear();
         self.due = due;
+        if sent || raw_before != self.raw_tx.len() {
+            // Room again (or soon): the apps that found none try again.
+            for id in std::mem::take(&mut self.udp_blocked) {
+                self.mark_ready(id);
+            }
+        }
         // Remaining IP fragments of earlier replies (e.g. a large ping's echo reply).
         let Inner {
             iface,
@@ -85,6 +97,7 @@ impl Inner {
         };
         self.tail_probe(now, id, state_before, &device.capabilities(), seq_offset);
         let mut rounds = 0;
+        let drained;
         let poll_at = {
             let Inner {
                 iface,
@@ -100,15 +113,18 @@ impl Inner {
                 seq_offset,
                 sent,
             };
+            // Each round may leave IPv4 fragments behind: they go before the next one.
             while rounds < EGRESS_BURST
+                && fragmenter::drain_ipv4_fragments(iface, tap.meter, tap.device, now)
                 && iface.poll_egress(now, &mut tap, scratch) == PollResult::SocketStateChanged
             {
                 rounds += 1;
             }
+            drained = fragmenter::drain_ipv4_fragments(iface, tap.meter, tap.device, now);
             iface.poll_at(now, scratch)
         };
         self.unlend(id, handle);
-        if rounds >= EGRESS_BURST {
+        if rounds >= EGRESS_BURST || !drained {
             self.mark_dirty(id);
         } else if let Some(at) = poll_at {
             // "Now" after a pass that sent all it could: retry in 1 ms rather than spin.
@@ -145,6 +161,7 @@ impl Inner {
     pub(crate) fn queue_raw(&mut self, packets: Vec<Vec<u8>>) -> bool {
         if self.raw_tx.len() + packets.len() > RAW_TX_LIMIT {
             log::debug!("egress: raw queue full, {} packets dropped", packets.len());
+            self.meter.stats.tx_unsent += packets.len() as u64;
             return false;
         }
         self.raw_tx.extend(packets);

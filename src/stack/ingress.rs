@@ -4,6 +4,7 @@
 //! one item.
 
 use super::device::{OnePacket, TapTx};
+use super::fragmenter;
 use super::reassembly::Reassembly;
 use super::sack::PeerSegment;
 use super::{Entry, EntryKind, ErrorCause, Inner, Verdict};
@@ -28,6 +29,10 @@ impl Inner {
             count += 1;
             self.partial_checksum = phy::RxToken::meta(&rx).id & META_PARTIAL_CHECKSUM != 0;
             phy::RxToken::consume(rx, |packet| self.ingress_packet(now, packet, tx, &caps));
+            // A big reply (echo of a fragmented ping) may have left fragments behind.
+            if !fragmenter::drain_ipv4_fragments(&mut self.iface, &mut self.meter, device, now) {
+                break;
+            }
         }
         self.partial_checksum = false;
         count

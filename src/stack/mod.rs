@@ -6,6 +6,7 @@ mod cookie;
 mod device;
 mod egress;
 mod entry;
+mod fragmenter;
 mod handshake;
 mod ingress;
 mod reassembly;
@@ -87,8 +88,11 @@ pub(crate) struct Inner {
     pub scratch: SocketSet<'static>,
     /// IP fragment trains (both families) waiting for their last piece.
     pub reassembler: reassembly::Reassembler,
-    /// Packets built outside smoltcp (IPv6 fragments of a big echo reply), sent at egress.
+    /// Packets built outside smoltcp (IPv6 fragments of a big echo reply or datagram),
+    /// sent at egress before any socket's.
     pub raw_tx: VecDeque<Vec<u8>>,
+    /// UDP sockets whose `send_to` found no room: made ready after egress sent something.
+    pub udp_blocked: Vec<SocketId>,
     /// The `now` of the latest poll: the birth time of sockets made between polls.
     pub now: Instant,
     /// Makes and checks SYN cookies.
@@ -168,6 +172,7 @@ impl Stack {
             scratch: SocketSet::new(Vec::new()),
             reassembler: reassembly::Reassembler::new(config.reassembly_timeout),
             raw_tx: VecDeque::new(),
+            udp_blocked: Vec::new(),
             now,
             cookies: cookie::CookieJar::new(config.random_seed),
             cookies_sent_at: None,
@@ -305,9 +310,12 @@ impl Inner {
     }
 
     /// Sends a UDP datagram over IPv6 that is too big for the link as IP fragments (smoltcp
-    /// drops IPv6 packets over the MTU). Returns false if it fits and smoltcp can send it.
+    /// drops IPv6 packets over the MTU). Returns false if it fits and smoltcp can send it;
+    /// `WouldBlock` while datagrams sent before it still wait in the socket (they leave
+    /// first) or the queue of packets for the device is full.
     pub fn send_udp_v6_fragmented(
         &mut self,
+        id: SocketId,
         local: IpListenEndpoint,
         remote: SocketAddr,
         payload: &[u8],
@@ -325,13 +333,20 @@ impl Inner {
                 IpAddress::Ipv4(_) => return Ok(false),
             },
         };
-        let id = self.reassembler.fragment_id();
+        let earlier = match self.sockets.get(id.0).map(|e| &e.kind) {
+            Some(EntryKind::Udp(udp)) => udp.socket.as_ref().map_or(0, |s| s.send_queue()),
+            _ => 0,
+        };
+        if earlier > 0 || self.raw_tx.len() >= egress::RAW_TX_LIMIT {
+            return Err(Error::WouldBlock);
+        }
+        let fragment_id = self.reassembler.fragment_id();
         let fragments = reassembly::udp_v6_fragments(
             (src, local.port),
             (*remote.ip(), remote.port()),
             payload,
             self.config.mtu,
-            id,
+            fragment_id,
         )
         .ok_or_else(|| {
             Error::Unaddressable(format!(
@@ -339,8 +354,17 @@ impl Inner {
                 payload.len()
             ))
         })?;
-        self.queue_raw(fragments);
+        // One datagram may overfill the queue by its own fragments, never be cut short.
+        self.raw_tx.extend(fragments);
         Ok(true)
+    }
+
+    /// A UDP socket's `send_to` returned `WouldBlock`: its owner is told (made ready) once
+    /// egress has sent something, so that it tries again.
+    pub fn note_udp_send_blocked(&mut self, id: SocketId) {
+        if !self.udp_blocked.contains(&id) {
+            self.udp_blocked.push(id);
+        }
     }
 
     /// Whether `addr` is one of the stack's addresses.
