@@ -1,6 +1,7 @@
 //! The event loop: polls the stack, lets the app serve ready sockets, then blocks in poll(2)
 //! on the TUN fd (plus the signal pipe and any fds the app adds) until a packet, a signal or
-//! the stack's next timer. SIGINT/SIGTERM close every connection with FIN, then exit.
+//! the stack's next timer. SIGINT/SIGTERM close every connection with FIN, then exit;
+//! what is not closed when the grace period ends is reset (RST), never left hanging.
 
 use crate::control::{ControlServer, report};
 use crate::error::{Error, Result};
@@ -148,11 +149,13 @@ pub fn run<D: WaitableDevice>(
         }
         if let Some(code) = app.finished() {
             flush(stack, device, &clock);
+            reset_what_is_left(stack, device, &clock);
             return Ok(code);
         }
         if let Some(deadline) = shutdown_deadline
             && (stack.is_quiet() || now >= deadline)
         {
+            reset_what_is_left(stack, device, &clock);
             log::info!("tunstack: shut down");
             return Ok(0);
         }
@@ -232,6 +235,17 @@ fn flush<D: WaitableDevice>(stack: &Stack, device: &mut D, clock: &Clock) {
         if wait_readable(&[device.fd()], Some(delay)).is_err() {
             return;
         }
+    }
+}
+
+/// The process is about to exit: no connection may be left waiting for it. Those not
+/// closed by now are reset, and the RSTs leave before the loop returns.
+fn reset_what_is_left<D: WaitableDevice>(stack: &Stack, device: &mut D, clock: &Clock) {
+    let aborted = stack.abort_all();
+    if aborted > 0 {
+        log::info!("tunstack: {aborted} connections not closed in time: reset");
+        stack.transmit(clock.now(), device);
+        device.flush();
     }
 }
 

@@ -463,3 +463,35 @@ fn with_a_one_socket_syn_queue_simultaneous_clients_connect_by_cookie_and_echo_i
     assert_eq!(stats.tcp_reaped, clients as u64, "{stats}");
     assert_eq!(stats.total_drops(), 0, "{stats}");
 }
+
+/// A graceful shutdown whose FIN cannot leave (the client reads none of the echo, so the
+/// reply sits behind a closed window) ends with RST from `abort_all`, and the client's
+/// stream reports the reset instead of waiting for a stack that is gone.
+#[test]
+fn shutdown_resets_what_the_grace_period_could_not_close() {
+    let mut pair = Pair::with_echo(8);
+    let client = TcpStream::connect(&pair.client.stack, addr(SERVER4, 7)).unwrap();
+    pair.run_until("connected", 1000, |_| client.is_connected());
+    // More than the client's 1 MiB receive buffer holds, less than it and the echo's
+    // 1 MiB send buffer together: the echo reads it all, half a MiB of its reply waits.
+    let data = pseudo_random(3 << 19, 7);
+    let mut sent = 0;
+    pair.run_until("all sent", 100_000, |_| {
+        if let Ok(n) = client.write(&data[sent..]) {
+            sent += n;
+        }
+        sent == data.len()
+    });
+    pair.settle(Duration::from_secs(1));
+    pair.server.stack.close_all();
+    pair.settle(Duration::from_secs(2));
+    assert!(
+        !pair.server.stack.is_quiet(),
+        "the FIN should still wait behind unread echo data"
+    );
+    assert_eq!(pair.server.stack.abort_all(), 1);
+    pair.run_until("the client sees the reset", 1000, |_| {
+        matches!(client.take_error(), Some(Error::ConnectionReset))
+    });
+    assert!(pair.server.stack.is_quiet());
+}

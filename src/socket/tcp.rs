@@ -270,6 +270,19 @@ impl TcpStream {
         self.with_socket(|socket, _| (synchronized(socket.state()), false))
     }
 
+    /// After [`TcpStream::shutdown_write`]: the peer has acknowledged our FIN, so every
+    /// byte written before it was delivered (FIN-WAIT-2, TIME-WAIT, or closed cleanly).
+    /// An app that exits before this loses what is still unacknowledged.
+    pub fn fin_acknowledged(&self) -> bool {
+        self.with_socket(|socket, error| {
+            let done = matches!(
+                socket.state(),
+                State::FinWait2 | State::TimeWait | State::Closed
+            );
+            (done && error.is_none(), false)
+        })
+    }
+
     /// The TCP state, as in RFC 793.
     pub fn state(&self) -> State {
         self.with_socket(|socket, _| (socket.state(), false))
@@ -396,7 +409,7 @@ impl Drop for TcpStream {
             return;
         };
         entry.phase = Phase::Orphaned;
-        entry.close();
+        entry.release();
         let closed = entry
             .socket
             .as_ref()

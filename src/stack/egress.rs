@@ -314,7 +314,9 @@ impl Inner {
         }
     }
 
-    /// Listeners stop; every connection closes gracefully (FIN after queued data).
+    /// Listeners stop; every connection closes gracefully (FIN after queued data), but one
+    /// holding data its app never read is reset at once, as Linux's close(2) does
+    /// (RFC 2525 §2.17): nobody will read it.
     pub fn close_all(&mut self) {
         let ids: Vec<SocketId> = self.sockets.iter().map(|(i, _)| SocketId(i)).collect();
         for id in ids {
@@ -327,12 +329,41 @@ impl Inner {
                     self.flows.remove_listener(&endpoint);
                 }
                 EntryKind::Tcp(tcp) => {
-                    tcp.close();
+                    tcp.release();
                     self.mark_dirty(id);
                 }
                 EntryKind::Udp(_) => {}
             }
         }
+    }
+
+    /// Resets every TCP connection that is not closed yet: the stack is about to stop, and
+    /// a peer must not wait for a host that is gone. Left alone: TIME-WAIT, and FIN-WAIT-2
+    /// with nothing unread (our FIN is acknowledged and the peer sent nothing more; data
+    /// arriving later would have been reset anyway). Returns how many were reset.
+    pub fn abort_all(&mut self) -> usize {
+        let mut aborted = 0;
+        for index in 0..self.sockets.capacity() {
+            let Some(socket) = self
+                .sockets
+                .get_mut(index)
+                .and_then(|e| e.tcp_mut())
+                .and_then(|t| t.socket.as_mut())
+            else {
+                continue;
+            };
+            let done = match socket.state() {
+                State::Closed | State::Listen | State::TimeWait => true,
+                State::FinWait2 => socket.recv_queue() == 0,
+                _ => false,
+            };
+            if !done {
+                socket.abort();
+                aborted += 1;
+                self.mark_dirty(SocketId(index));
+            }
+        }
+        aborted
     }
 
     /// No connection has a FIN (or data ahead of it) still unacknowledged.

@@ -177,6 +177,39 @@ impl TcpEntry {
         }
     }
 
+    /// The app lets go of the connection (its handle dropped, or the stack stops): FIN as
+    /// [`TcpEntry::close`] does, but RST if received data was never read — nobody will
+    /// read it now (RFC 2525 §2.17; Linux's close(2) does the same). True if reset.
+    pub fn release(&mut self) -> bool {
+        let Some(socket) = self.socket.as_mut() else {
+            return false;
+        };
+        if socket.recv_queue() == 0 {
+            self.close();
+            return false;
+        }
+        log::info!("tcp: {}: closed with unread data: reset", self.pair);
+        socket.abort();
+        true
+    }
+
+    /// Data reached a socket its app has let go of: nobody can read it, so the
+    /// connection is reset (Linux: `TCPAbortOnData`). True if reset.
+    pub fn abort_on_orphan_data(&mut self) -> bool {
+        if !matches!(self.phase, Phase::Orphaned) {
+            return false;
+        }
+        let Some(socket) = self.socket.as_mut() else {
+            return false;
+        };
+        if socket.recv_queue() == 0 || socket.state() == tcp::State::Closed {
+            return false;
+        }
+        log::info!("tcp: {}: data for a closed socket: reset", self.pair);
+        socket.abort();
+        true
+    }
+
     /// Sends the deferred FIN once nothing before it is unacknowledged (or closes at once
     /// if the connection left CLOSE-WAIT otherwise, e.g. reset). True if it closed now.
     pub fn finish_close(&mut self) -> bool {

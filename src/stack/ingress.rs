@@ -210,6 +210,7 @@ impl Inner {
                     tcp.error = Some(ErrorCause::Reset);
                     log::info!("tcp: {}: reset by peer", tcp.pair);
                 }
+                tcp.abort_on_orphan_data();
                 self.mark_dirty(id);
                 self.refresh_tcp(id, true);
             }

@@ -255,9 +255,16 @@ impl Stack {
     }
 
     /// Starts a graceful shutdown: listeners stop taking SYNs and every TCP connection
-    /// sends FIN once its queued data is out. Keep polling until [`Stack::is_quiet`].
+    /// sends FIN once its queued data is out (RST if it holds data nobody read). Keep
+    /// polling until [`Stack::is_quiet`], then [`Stack::abort_all`] what is left.
     pub fn close_all(&self) {
         self.inner().close_all();
+    }
+
+    /// Ends the shutdown that [`Stack::close_all`] began: every TCP connection not closed
+    /// yet is reset (RST at the next [`Stack::transmit`]). Returns how many were.
+    pub fn abort_all(&self) -> usize {
+        self.inner().abort_all()
     }
 
     /// True when no TCP connection still has a FIN (or data before it) to deliver.
