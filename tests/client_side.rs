@@ -164,3 +164,76 @@ fn one_stack_serves_listening_accepted_and_connected_sockets_together() {
     });
     assert_eq!(&buf[..2], b"in");
 }
+
+/// What `tunstack connect` wrote to its output, shared with the test.
+#[derive(Clone, Default)]
+struct Output(std::rc::Rc<std::cell::RefCell<Vec<u8>>>);
+
+impl std::io::Write for Output {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.borrow_mut().extend_from_slice(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// `tunstack connect` ends its session when the peer's FIN has come and its own input has
+/// ended — but its exit must wait until the peer has acknowledged everything it sent: the
+/// stack dies with the process, and what is still in flight would be lost while the exit
+/// status says 0. Here the peer closes first and reads nothing until later.
+#[test]
+fn the_connect_client_exits_only_once_its_data_is_acknowledged() {
+    let server_config = StackConfig {
+        tcp_buffer: 8 * 1024,
+        ..StackConfig::default()
+    };
+    let mut pair = Pair::new(server_config, client_config());
+    let listener = TcpListener::bind(&pair.server.stack, addr("::", 9000), 4).unwrap();
+    let output = Output::default();
+    let mut client = tunstack::app::ConnectClient::tcp(
+        &pair.client.stack,
+        addr(SERVER4, 9000),
+        Box::new(output.clone()),
+    )
+    .unwrap();
+    let sent: Vec<u8> = (0..64 * 1024).map(|i| (i % 251) as u8).collect();
+    client.push_input(&sent);
+    client.push_input(&[]);
+    let mut accepted = None;
+    pair.run_until("accepted", 1000, |_| {
+        client.pump();
+        accepted = listener.accept().ok();
+        accepted.is_some()
+    });
+    let server = accepted.unwrap().0;
+    // The peer closes its side without reading: its 8 KiB window fills.
+    server.shutdown_write();
+    for _ in 0..200 {
+        pair.step();
+        client.pump();
+        pair.advance(Duration::from_millis(200));
+    }
+    assert_eq!(
+        client.exit_code(),
+        None,
+        "the client finished while 56 KiB it sent were still unacknowledged"
+    );
+    // Now the peer reads everything; the client's FIN is acknowledged and it exits 0.
+    let mut received = Vec::new();
+    let mut buf = vec![0u8; 16 * 1024];
+    pair.run_until("the client finished", 10_000, |_| {
+        client.pump();
+        while let Ok(n @ 1..) = server.read(&mut buf) {
+            received.extend_from_slice(&buf[..n]);
+        }
+        client.exit_code().is_some()
+    });
+    assert_eq!(client.exit_code(), Some(0));
+    assert_eq!(received.len(), sent.len());
+    assert!(
+        received == sent,
+        "the bytes the peer read differ from those sent"
+    );
+}

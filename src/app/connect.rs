@@ -165,10 +165,11 @@ impl ConnectClient {
         if let Some(err) = stream.take_error() {
             return Err(err);
         }
-        if !stream.is_connected() {
-            return Ok(());
-        }
         if !*announced {
+            // Still connecting (once connected, a stream that closes stays announced).
+            if !stream.is_connected() {
+                return Ok(());
+            }
             *announced = true;
             log::info!("connect: connected {}", stream.socket_pair());
         }
@@ -202,7 +203,9 @@ impl ConnectClient {
             }
         }
         self.output.flush().map_err(output_error)?;
-        if *peer_done && *fin_sent {
+        // Done only once our FIN is acknowledged: what we sent was delivered. Exiting
+        // earlier would lose what is still in flight (the stack dies with the process).
+        if *peer_done && *fin_sent && stream.fin_acknowledged() {
             self.finish(0);
         }
         Ok(())
