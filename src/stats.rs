@@ -92,6 +92,15 @@ pub struct Stats {
     /// Tail-loss probes: the peer acknowledged nothing for two round trips while data of
     /// ours was outstanding, and a fast retransmit was started (see `stack::tail`).
     pub tail_probes: u64,
+    /// Segments the guard in front of smoltcp answered with a challenge ACK or an ACK
+    /// and dropped (RFC 5961 §3.2, §4.2, §5.2; PAWS, RFC 7323 §5.3).
+    pub tcp_guard_answers: u64,
+    /// Segments the guard dropped without an answer (an RST out of the window, an old
+    /// pure ACK, or an answer held back by the rate limit of RFC 5961 §7).
+    pub tcp_guard_drops: u64,
+    /// Segments whose old ACK number the guard ignored, delivering their text (RFC 9293
+    /// §3.10.7.4).
+    pub tcp_guard_acks_ignored: u64,
     /// SYN-ACKs carrying a SYN cookie, sent because a listener's SYN queue was full.
     pub syn_cookies_sent: u64,
     /// Connections made from an ACK that returned a valid cookie.
@@ -139,6 +148,11 @@ impl fmt::Display for Stats {
             self.sack_recoveries,
             self.tail_probes,
             self.tcp_retransmits
+        )?;
+        writeln!(
+            f,
+            "guard: answered {}, dropped {}, old acks ignored {}",
+            self.tcp_guard_answers, self.tcp_guard_drops, self.tcp_guard_acks_ignored
         )?;
         writeln!(
             f,

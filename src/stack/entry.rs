@@ -102,6 +102,8 @@ pub(crate) struct TcpEntry {
     pub srtt_ms: Option<u32>,
     /// Our FIN waits for everything before it to be acknowledged: see [`TcpEntry::close`].
     pub fin_deferred: bool,
+    /// What the guard in front of smoltcp knows of the connection ([`super::guard`]).
+    pub guard: super::guard::Guard,
 }
 
 /// A fast retransmit started on top of smoltcp: from which ACK number, when, and how
@@ -157,6 +159,7 @@ impl TcpEntry {
             peer_ack: None,
             srtt_ms: None,
             fin_deferred: false,
+            guard: super::guard::Guard::default(),
         }
     }
 
@@ -368,13 +371,25 @@ impl Inner {
     }
 }
 
-/// TCP timestamps (RFC 7323) in milliseconds since the first connection, from 1 (an echo
-/// of 0 means "none"). Offered back to every peer that offers them: Linux reuses a
-/// TIME_WAIT port (`tcp_tw_reuse`) only towards a peer that sends them. smoltcp only echoes
-/// them (no RTT sampling, no PAWS); the tail-loss probe takes round trips from the peer's
-/// echoes ([`super::tail`]).
+/// TCP timestamps (RFC 7323): the stack's `now` in milliseconds, from 1 (an echo of 0
+/// means "none"). Offered back to every peer that offers them: Linux reuses a TIME_WAIT
+/// port (`tcp_tw_reuse`) only towards a peer that sends them. smoltcp only echoes them
+/// (no RTT sampling); the tail-loss probe takes round trips from the peer's echoes
+/// ([`super::tail`]), the guard does PAWS ([`super::guard`]).
+///
+/// smoltcp asks for them through a bare `fn() -> u32` (`TcpTimestampGenerator`,
+/// `wire/tcp.rs` line 871), which cannot be handed `now`; so every call into the stack
+/// records its `now` here first ([`set_clock`]), per thread as a stack is. The core reads
+/// no clock of its own.
 pub(super) fn tsval() -> u32 {
-    static START: std::sync::OnceLock<std::time::Instant> = std::sync::OnceLock::new();
-    let elapsed = START.get_or_init(std::time::Instant::now).elapsed();
-    (elapsed.as_millis() as u32).wrapping_add(1)
+    CLOCK_MS.with(|ms| ms.get()).wrapping_add(1)
+}
+
+thread_local! {
+    static CLOCK_MS: std::cell::Cell<u32> = const { std::cell::Cell::new(0) };
+}
+
+/// Records the `now` the stack was called with, for [`tsval`].
+pub(super) fn set_clock(now: Instant) {
+    CLOCK_MS.with(|ms| ms.set(now.total_millis() as u32));
 }

@@ -5,6 +5,8 @@
 
 use super::device::{OnePacket, TapTx};
 use super::fragmenter;
+use super::guard::Decision;
+use super::inject::guarded_verdict;
 use super::reassembly::Reassembly;
 use super::sack::PeerSegment;
 use super::{Entry, EntryKind, ErrorCause, Inner, Verdict};
@@ -87,7 +89,24 @@ impl Inner {
         tx: T,
         caps: &DeviceCapabilities,
     ) {
-        let route = self.route(packet, caps);
+        let mut route = self.route(packet, caps);
+        // A data socket's segment (or the SYN that made one), read once for the guard and
+        // the repairs.
+        let seg = match route.verdict {
+            Verdict::DataSocket(_) | Verdict::NewConnection { .. } => route.target.and_then(|id| {
+                PeerSegment::read(id, packet, route.info.as_ref(), caps, route.seq_offset)
+            }),
+            _ => None,
+        };
+        let decision = match (&route.verdict, seg.as_ref()) {
+            (Verdict::DataSocket(_), Some(seg)) => self.guard_check(seg, now),
+            _ => Decision::Deliver,
+        };
+        if let Verdict::DataSocket(pair) = route.verdict
+            && let Some(guarded) = guarded_verdict(pair, decision)
+        {
+            route.verdict = guarded;
+        }
         if wire.len() == packet.len() {
             self.observe(now, wire, &route.verdict);
         } else {
@@ -96,6 +115,12 @@ impl Inner {
                 verdict: Box::new(route.verdict.clone()),
             };
             self.observe(now, wire, &verdict);
+        }
+        if let Some(seg) = seg.as_ref()
+            && decision != Decision::Deliver
+        {
+            self.apply_guard(now, seg, decision, tx, caps);
+            return;
         }
         match &route.verdict {
             Verdict::Dropped { reason, detail } => {
@@ -121,19 +146,67 @@ impl Inner {
             }
             _ => {}
         }
+        let before = route.target.map(|id| self.tcp_receive_state(id));
         let lent = route.target.and_then(|id| self.lend(id).map(|h| (id, h)));
         let udp_queue_before = lent.and_then(|(id, _)| self.udp_recv_queue(id));
         self.feed(now, packet, tx, caps, route.target, route.seq_offset);
         if let Some((id, handle)) = lent {
-            let info = route.info.as_ref();
-            if let Some(seg) = PeerSegment::read(id, packet, info, caps, route.seq_offset) {
-                self.note_peer_ack(now, &seg);
-                self.report_sack_hole(now, &seg);
-                self.ack_at_zero_window(now, &seg);
+            if let (Some(seg), Some(before)) = (seg.as_ref(), before) {
+                self.guard_learn(seg, before, now);
+                self.note_peer_ack(now, seg);
+                self.report_sack_hole(now, seg);
+                self.ack_at_zero_window(now, seg);
             }
             self.unlend(id, handle);
             self.after_ingress(id, route.info.as_ref(), udp_queue_before, now);
         }
+    }
+
+    /// Applies what the guard decided about `seg` (anything but delivering it as it is).
+    fn apply_guard<T: phy::TxToken>(
+        &mut self,
+        now: Instant,
+        seg: &PeerSegment<'_>,
+        decision: Decision,
+        tx: T,
+        caps: &DeviceCapabilities,
+    ) {
+        let id = seg.id;
+        match decision {
+            Decision::Deliver | Decision::Drop(_) | Decision::Answer { limited: true, .. } => {}
+            Decision::Answer { limited: false, .. } => {
+                if let Some(handle) = self.lend(id) {
+                    self.answer_with_ack(now, seg);
+                    self.unlend(id, handle);
+                }
+            }
+            Decision::IgnoreAck { ack } => {
+                let before = self.tcp_receive_state(id);
+                let copy = self.with_ack(seg, ack);
+                let Some(handle) = self.lend(id) else {
+                    self.rewrite = copy;
+                    return;
+                };
+                self.feed(now, &copy, tx, caps, Some(id), seg.seq_offset);
+                self.rewrite = copy;
+                self.guard_learn(seg, before, now);
+                self.unlend(id, handle);
+                self.after_ingress(id, None, None, now);
+            }
+        }
+    }
+
+    /// A TCP socket's receive queue and state before a segment is fed to it.
+    fn tcp_receive_state(&self, id: SocketId) -> (usize, Option<tcp::State>) {
+        let socket = self
+            .sockets
+            .get(id.0)
+            .and_then(|e| e.tcp())
+            .and_then(|t| t.socket.as_ref());
+        (
+            socket.map_or(0, |s| s.recv_queue()),
+            socket.map(|s| s.state()),
+        )
     }
 
     /// Runs the interface on `packet` with the sockets lent to the scratch set; replies go

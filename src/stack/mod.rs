@@ -7,8 +7,10 @@ mod device;
 mod egress;
 mod entry;
 mod fragmenter;
+mod guard;
 mod handshake;
 mod ingress;
+mod inject;
 mod reassembly;
 mod route;
 mod sack;
@@ -17,6 +19,7 @@ mod tail;
 mod verdict;
 mod zero_window;
 
+pub use guard::GuardRule;
 pub use table::{SocketInfo, SocketKind};
 pub use verdict::Verdict;
 
@@ -204,6 +207,7 @@ impl Stack {
     pub fn receive<D: Device>(&self, now: Instant, device: &mut D) -> bool {
         let mut inner = self.inner();
         inner.now = now;
+        entry::set_clock(now);
         inner.ingress(now, device, INGRESS_BUDGET) > 0
     }
 
@@ -212,6 +216,7 @@ impl Stack {
     pub fn transmit<D: Device>(&self, now: Instant, device: &mut D) -> bool {
         let mut inner = self.inner();
         inner.now = now;
+        entry::set_clock(now);
         inner.egress(now, device)
     }
 

@@ -22,16 +22,16 @@ use smoltcp::phy::DeviceCapabilities;
 use smoltcp::time::Instant;
 
 use super::Inner;
-use super::device::{OnePacket, SinkTx};
 use super::entry::Recovery;
 use crate::flow::SocketId;
-use crate::packet::{PacketInfo, SeqField, TcpFlags, Transport, shift_tcp, tcp_header_start};
+use crate::packet::{PacketInfo, TcpFlags, Transport, tcp_header_start};
 
 /// Duplicate ACKs that start a fast retransmit (RFC 5681, RFC 6675's DupThresh).
 pub(super) const DUP_THRESH: usize = 3;
 
 /// What a peer segment's TCP options say, read in one pass: the SACK evidence above its
-/// ACK number, and the echo of our timestamp (for [`super::tail`]).
+/// ACK number, the echo of our timestamp (for [`super::tail`]), its own timestamp and
+/// window scale (for [`super::guard`]).
 #[derive(Debug, Default, Clone, Copy)]
 pub(super) struct PeerOptions {
     /// Bytes the SACK blocks above the ACK cover.
@@ -40,6 +40,10 @@ pub(super) struct PeerOptions {
     highest: Option<u32>,
     /// The peer's echo of our timestamp (TSecr), if the option is there.
     pub tsecr: Option<u32>,
+    /// The peer's own timestamp (TSval), for PAWS ([`super::guard`]).
+    pub tsval: Option<u32>,
+    /// The window scale the peer offers (SYN and SYN-ACK only).
+    pub wscale: Option<u8>,
 }
 
 impl PeerOptions {
@@ -61,7 +65,11 @@ impl PeerOptions {
         };
         for option in tcp.options_iterator().filter_map(Result::ok) {
             match option {
-                TcpOptionElement::Timestamp(_, echo) => options.tsecr = Some(echo),
+                TcpOptionElement::Timestamp(value, echo) => {
+                    options.tsval = Some(value);
+                    options.tsecr = Some(echo);
+                }
+                TcpOptionElement::WindowScale(shift) => options.wscale = Some(shift),
                 TcpOptionElement::SelectiveAcknowledgement(first, rest) => {
                     // A block at or below the ACK is a D-SACK (a duplicate), no evidence.
                     let blocks = std::iter::once(first).chain(rest.into_iter().flatten());
@@ -233,41 +241,8 @@ impl Inner {
         log::debug!("tcp: {}: SACK shows {ack} lost; fast retransmit", tcp.pair);
         // smoltcp answers none of them; the retransmission leaves in egress.
         if let Some(dup) = duplicate_ack(seg.packet, None) {
-            self.feed_made(now, dup, DUP_THRESH, seg.caps, seg.seq_offset);
+            self.inject(now, dup, DUP_THRESH, seg.caps, seg.seq_offset);
         }
-    }
-
-    /// Runs the interface `times` on `packet`, a segment of our own making in the peer's
-    /// numbers, for the lent socket (whose SYN-cookie offset is `seq_offset`). Nothing is
-    /// observed or counted. What the socket answers (an ACK, to a segment outside its
-    /// window) it believes sent, so it is sent.
-    pub(super) fn feed_made(
-        &mut self,
-        now: Instant,
-        mut packet: Vec<u8>,
-        times: usize,
-        caps: &DeviceCapabilities,
-        seq_offset: u32,
-    ) {
-        if seq_offset != 0 {
-            shift_tcp(&mut packet, SeqField::Ack, seq_offset);
-        }
-        let mut replies = Vec::new();
-        for _ in 0..times {
-            let Inner { iface, scratch, .. } = self;
-            let mut one = OnePacket {
-                packet: &packet,
-                tx: Some(SinkTx(&mut replies)),
-                caps: caps.clone(),
-            };
-            iface.poll_ingress_single(now, &mut one, scratch);
-        }
-        if seq_offset != 0 {
-            for reply in &mut replies {
-                shift_tcp(reply, SeqField::Seq, seq_offset.wrapping_neg());
-            }
-        }
-        self.queue_raw(replies);
     }
 }
 

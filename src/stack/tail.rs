@@ -116,7 +116,7 @@ impl Inner {
             n => (update_window(window, n), DUP_THRESH + 1),
         };
         if let Some(dup) = pure_ack(builder, (remote.port, local.port), rcv_nxt, ack, window) {
-            self.feed_made(now, dup, times, caps, seq_offset);
+            self.inject(now, dup, times, caps, seq_offset);
         }
     }
 }

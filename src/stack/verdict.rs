@@ -1,6 +1,7 @@
 //! What the stack decided about one inbound packet: the socket that took it or why it was
 //! dropped. The packet trace prints it at the end of each inbound line.
 
+use super::guard::GuardRule;
 use crate::flow::{SocketPair, listen_endpoint};
 use crate::stats::DropReason;
 use smoltcp::wire::IpListenEndpoint;
@@ -56,6 +57,16 @@ pub enum Verdict {
         /// The verdict on the whole packet.
         verdict: Box<Verdict>,
     },
+    /// A segment for an existing data socket that the guard in front of smoltcp judged
+    /// by `rule` (RFC 5961, RFC 7323, RFC 9293): see `stack::guard`.
+    Guarded {
+        /// The data socket's pair.
+        pair: SocketPair,
+        /// The rule that decided.
+        rule: GuardRule,
+        /// What was done: "challenge ACK", "dropped", "ACK ignored, text delivered", ...
+        action: &'static str,
+    },
     /// Dropped, counted under this reason; `detail` says more (the parse error, ...).
     Dropped {
         /// The counter it went to.
@@ -102,6 +113,9 @@ impl fmt::Display for Verdict {
             Verdict::FragmentQueued => write!(f, "fragment -> reassembly"),
             Verdict::Reassembled { len, verdict } => {
                 write!(f, "last fragment: {len} byte packet reassembled; {verdict}")
+            }
+            Verdict::Guarded { pair, rule, action } => {
+                write!(f, "data socket {pair}: {} -> {action}", rule.describe())
             }
             Verdict::Dropped { reason, detail } if detail.is_empty() => {
                 write!(f, "{} -> dropped", reason.name())

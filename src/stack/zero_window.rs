@@ -46,6 +46,6 @@ impl Inner {
             tcp.pair,
             seg.seq
         );
-        self.feed_made(now, copy, 1, seg.caps, seg.seq_offset);
+        self.inject(now, copy, 1, seg.caps, seg.seq_offset);
     }
 }

@@ -407,12 +407,10 @@ fn blind_resets_and_syns_spare_the_connection_and_an_exact_reset_closes_only_its
     assert_survived(&netns, &mut stack, test);
 }
 
-/// RFC 5961: an in-window RST that is not exactly RCV.NXT, and any SYN in a synchronized
-/// state, get a challenge ACK; the connection survives.
+/// RFC 5961 §3.2 and §4.2, with scapy on a real TUN: an in-window RST that is not exactly
+/// RCV.NXT, and any SYN in a synchronized state, get a challenge ACK (the guard in front of
+/// smoltcp, src/stack/guard.rs); the connection survives.
 #[test]
-#[ignore = "known limit: smoltcp 0.14 obeys any in-window RST (RFC 5961 section 3.2 asks for a \
-            challenge ACK unless seq == RCV.NXT) and exposes no RCV.NXT to check against; \
-            out-of-window RSTs/SYNs and exact RSTs are covered by the other crafted tests"]
 fn in_window_blind_resets_and_syns_are_challenged_not_obeyed() {
     let test = "rfc5961";
     let Some((netns, mut stack)) = start(test, &[]) else {
