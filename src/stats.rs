@@ -101,6 +101,8 @@ pub struct Stats {
     /// Segments whose old ACK number the guard ignored, delivering their text (RFC 9293
     /// §3.10.7.4).
     pub tcp_guard_acks_ignored: u64,
+    /// Path MTUs lowered by ICMP "fragmentation needed" / "packet too big" (RFC 1191, 8201).
+    pub path_mtu_updates: u64,
     /// SYN-ACKs carrying a SYN cookie, sent because a listener's SYN queue was full.
     pub syn_cookies_sent: u64,
     /// Connections made from an ACK that returned a valid cookie.
@@ -151,8 +153,11 @@ impl fmt::Display for Stats {
         )?;
         writeln!(
             f,
-            "guard: answered {}, dropped {}, old acks ignored {}",
-            self.tcp_guard_answers, self.tcp_guard_drops, self.tcp_guard_acks_ignored
+            "guard: answered {}, dropped {}, old acks ignored {}; path mtu lowered {}",
+            self.tcp_guard_answers,
+            self.tcp_guard_drops,
+            self.tcp_guard_acks_ignored,
+            self.path_mtu_updates
         )?;
         writeln!(
             f,

@@ -227,3 +227,107 @@ fn rfc5961_7_challenge_acks_are_rate_limited() {
     );
     assert!(stream.is_connected());
 }
+
+/// The first `len` bytes of the last packet the peer received: what an ICMP error quotes.
+fn quote_last(peer: &Peer, len: usize) -> Vec<u8> {
+    let last = peer.received.last().expect("the stack sent nothing");
+    last[..len.min(last.len())].to_vec()
+}
+
+/// Our data segments after `from` in what the peer received: (packet length, payload).
+fn data_packets(peer: &Peer, from: usize) -> Vec<(usize, usize)> {
+    peer.received[from..]
+        .iter()
+        .filter_map(|packet| {
+            let sliced = etherparse::SlicedPacket::from_ip(packet).ok()?;
+            match sliced.transport? {
+                etherparse::TransportSlice::Tcp(tcp) if !tcp.payload().is_empty() => {
+                    Some((packet.len(), tcp.payload().len()))
+                }
+                _ => None,
+            }
+        })
+        .collect()
+}
+
+/// After a "too big" message quoting our segment, every segment of the flow — new data
+/// and the retransmission of what the message says was lost — fits `mtu`.
+fn path_mtu_lowers_the_segment_size(v6: bool, icmp: impl Fn(&[u8]) -> Vec<u8>, mtu: usize) {
+    let mut peer = Peer::new();
+    peer.v6 = v6;
+    let (mut peer, stream, _) = peer::linux_client_of(peer, SPORT, true);
+    stream.write(&[1u8; 3000]).unwrap();
+    let first = peer.exchange();
+    assert!(first.iter().any(|s| s.len > mtu), "{first:?}");
+    let quoted = quote_last(&peer, if v6 { 1232 } else { 548 });
+    peer.wire.send_raw(icmp(&quoted));
+    let from = peer.received.len();
+    stream.write(&[2u8; 3000]).unwrap();
+    peer.exchange();
+    peer.now += Duration::from_millis(1500);
+    peer.exchange();
+    let sent = data_packets(&peer, from);
+    assert!(!sent.is_empty(), "nothing sent after the message");
+    assert!(
+        sent.iter().all(|&(len, _)| len <= mtu),
+        "segments above the path MTU {mtu}: {sent:?}"
+    );
+    assert_eq!(peer.stack.stats().path_mtu_updates, 1);
+}
+
+#[test]
+fn rfc1191_3_frag_needed_quoting_our_segment_lowers_the_segment_size() {
+    let icmp = |quoted: &[u8]| {
+        let kind = etherparse::Icmpv4Type::DestinationUnreachable(
+            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1000 },
+        );
+        let mut packet = Vec::new();
+        etherparse::PacketBuilder::ipv4(peer::PEER, peer::US, 64)
+            .icmpv4(kind)
+            .write(&mut packet, quoted)
+            .unwrap();
+        packet
+    };
+    path_mtu_lowers_the_segment_size(false, icmp, 1000);
+}
+
+#[test]
+fn rfc8201_4_packet_too_big_lowers_the_segment_size() {
+    let icmp = |quoted: &[u8]| {
+        let mut packet = Vec::new();
+        etherparse::PacketBuilder::ipv6(peer::PEER6, peer::US6, 64)
+            .icmpv6(etherparse::Icmpv6Type::PacketTooBig { mtu: 1280 })
+            .write(&mut packet, quoted)
+            .unwrap();
+        packet
+    };
+    path_mtu_lowers_the_segment_size(true, icmp, 1280);
+}
+
+#[test]
+fn rfc5927_4_1_a_too_big_message_for_no_segment_in_flight_is_ignored() {
+    let (mut peer, stream, _) = established(true);
+    stream.write(&[1u8; 3000]).unwrap();
+    peer.exchange();
+    let mut quoted = quote_last(&peer, 548);
+    // A sequence number far from anything we sent: forged or stale.
+    let tcp = 20;
+    quoted[tcp + 4..tcp + 8].copy_from_slice(&123_456u32.to_be_bytes());
+    let kind = etherparse::Icmpv4Type::DestinationUnreachable(
+        etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 600 },
+    );
+    let mut packet = Vec::new();
+    etherparse::PacketBuilder::ipv4(peer::PEER, peer::US, 64)
+        .icmpv4(kind)
+        .write(&mut packet, &quoted)
+        .unwrap();
+    peer.wire.send_raw(packet);
+    let from = peer.received.len();
+    stream.write(&[2u8; 3000]).unwrap();
+    peer.exchange();
+    peer.now += Duration::from_millis(1500);
+    peer.exchange();
+    let sent = data_packets(&peer, from);
+    assert!(sent.iter().any(|&(len, _)| len > 600), "{sent:?}");
+    assert_eq!(peer.stack.stats().path_mtu_updates, 0);
+}

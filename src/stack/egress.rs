@@ -79,6 +79,7 @@ impl Inner {
             meter,
             seq_offset: 0,
             sent: None,
+            path: None,
         };
         iface.poll_egress(now, &mut tap, scratch) == PollResult::SocketStateChanged || sent
     }
@@ -92,6 +93,7 @@ impl Inner {
         }
         let state_before = self.tcp_state(id);
         let seq_offset = self.seq_offset(id);
+        let path_mtu = self.path_mtu_of(id, now);
         let Some(handle) = self.lend(id) else {
             return false;
         };
@@ -104,6 +106,7 @@ impl Inner {
                 scratch,
                 meter,
                 sockets,
+                raw_tx,
                 ..
             } = self;
             let sent = sockets.get_mut(id.0).and_then(Entry::sent_mut);
@@ -112,15 +115,19 @@ impl Inner {
                 meter,
                 seq_offset,
                 sent,
+                path: path_mtu.map(|mtu| (mtu, raw_tx)),
             };
-            // Each round may leave IPv4 fragments behind: they go before the next one.
+            // Each round may leave IPv4 fragments or pieces of a segment cut to the path
+            // MTU behind: they go before the next one.
             while rounds < EGRESS_BURST
                 && fragmenter::drain_ipv4_fragments(iface, tap.meter, tap.device, now)
+                && tap.send_pending(now)
                 && iface.poll_egress(now, &mut tap, scratch) == PollResult::SocketStateChanged
             {
                 rounds += 1;
             }
-            drained = fragmenter::drain_ipv4_fragments(iface, tap.meter, tap.device, now);
+            drained = fragmenter::drain_ipv4_fragments(iface, tap.meter, tap.device, now)
+                && tap.send_pending(now);
             iface.poll_at(now, scratch)
         };
         self.unlend(id, handle);
@@ -174,13 +181,7 @@ impl Inner {
                 self.raw_tx.push_front(packet);
                 return;
             };
-            let tap = TapTx {
-                sent: None,
-                inner: token,
-                meter: &mut self.meter,
-                now,
-                seq_offset: 0,
-            };
+            let tap = TapTx::counting(token, &mut self.meter, now);
             phy::TxToken::consume(tap, packet.len(), |buf| buf.copy_from_slice(&packet));
         }
     }

@@ -45,6 +45,7 @@ pub(super) fn drain_ipv4_fragments<D: Device>(
             meter: &mut *meter,
             seq_offset: 0,
             sent: None,
+            path: None,
         };
         let before = tap.meter.stats.tx_packets;
         iface.poll_egress(now, &mut tap, &mut no_sockets);

@@ -243,11 +243,9 @@ impl Inner {
         let mut one = OnePacket {
             packet,
             tx: Some(TapTx {
-                sent,
-                inner: tx,
-                meter,
-                now,
                 seq_offset,
+                sent,
+                ..TapTx::counting(tx, meter, now)
             }),
             caps: caps.clone(),
         };

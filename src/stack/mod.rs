@@ -11,6 +11,7 @@ mod guard;
 mod handshake;
 mod ingress;
 mod inject;
+mod pmtu;
 mod reassembly;
 mod route;
 mod sack;
@@ -89,6 +90,8 @@ pub(crate) struct Inner {
     pub partial_checksum: bool,
     /// The small socket set the interface sees: only the sockets a packet concerns.
     pub scratch: SocketSet<'static>,
+    /// Path MTUs lowered by ICMP messages, per destination ([`pmtu`]).
+    pub path_mtus: pmtu::PathMtus,
     /// IP fragment trains (both families) waiting for their last piece.
     pub reassembler: reassembly::Reassembler,
     /// Packets built outside smoltcp (IPv6 fragments of a big echo reply or datagram),
@@ -173,6 +176,7 @@ impl Stack {
             },
             partial_checksum: false,
             scratch: SocketSet::new(Vec::new()),
+            path_mtus: pmtu::PathMtus::default(),
             reassembler: reassembly::Reassembler::new(config.reassembly_timeout),
             raw_tx: VecDeque::new(),
             udp_blocked: Vec::new(),

@@ -76,7 +76,8 @@ impl Inner {
                 if let Some(quoted) = quoted {
                     self.icmp_error(&info, icmp_type, &quoted);
                 }
-                Route::to(Verdict::Icmp, None)
+                let verdict = self.path_mtu_message(packet).unwrap_or(Verdict::Icmp);
+                Route::to(verdict, None)
             }
             (None, Transport::Fragment | Transport::Other(_)) => {
                 return Route::drop(DropReason::UnknownProtocol, "");

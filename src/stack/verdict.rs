@@ -67,6 +67,17 @@ pub enum Verdict {
         /// What was done: "challenge ACK", "dropped", "ACK ignored, text delivered", ...
         action: &'static str,
     },
+    /// An ICMP "fragmentation needed" or "packet too big" about one of our connections
+    /// (RFC 1191, RFC 8201): the path MTU towards its peer, and whether it was taken (the
+    /// quoted segment was in flight and the MTU lower than before).
+    PathMtu {
+        /// The connection the quoted segment belongs to.
+        pair: SocketPair,
+        /// The MTU the message reports (raised to its family's floor).
+        mtu: u16,
+        /// Whether the estimate went down.
+        taken: bool,
+    },
     /// Dropped, counted under this reason; `detail` says more (the parse error, ...).
     Dropped {
         /// The counter it went to.
@@ -113,6 +124,17 @@ impl fmt::Display for Verdict {
             Verdict::FragmentQueued => write!(f, "fragment -> reassembly"),
             Verdict::Reassembled { len, verdict } => {
                 write!(f, "last fragment: {len} byte packet reassembled; {verdict}")
+            }
+            Verdict::PathMtu {
+                pair,
+                mtu,
+                taken: true,
+            } => write!(f, "packet too big for {pair} -> path MTU {mtu}"),
+            Verdict::PathMtu { pair, mtu, .. } => {
+                write!(
+                    f,
+                    "packet too big ({mtu}) for {pair}: not in flight or not lower -> ignored"
+                )
             }
             Verdict::Guarded { pair, rule, action } => {
                 write!(f, "data socket {pair}: {} -> {action}", rule.describe())

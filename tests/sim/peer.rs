@@ -11,6 +11,8 @@ use tunstack::{Stack, StackConfig, TcpListener};
 
 pub const PEER: [u8; 4] = [192, 168, 69, 1];
 pub const US: [u8; 4] = [192, 168, 69, 2];
+pub const PEER6: [u8; 16] = [0xfd, 0x69, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1];
+pub const US6: [u8; 16] = [0xfd, 0x69, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2];
 
 pub struct Peer {
     pub stack: Stack,
@@ -19,6 +21,8 @@ pub struct Peer {
     pub now: Instant,
     /// Every packet the peer received, as it came off the link.
     pub received: Vec<Vec<u8>>,
+    /// The peer speaks IPv6 (from `PEER6` to `US6`) instead of IPv4.
+    pub v6: bool,
 }
 
 /// What the stack sent back: (flags as "SA"/"A"/"R"/..., seq, ack, payload length), with
@@ -55,6 +59,7 @@ impl Peer {
             wire,
             now: Instant::ZERO,
             received: Vec::new(),
+            v6: false,
         }
     }
 
@@ -71,7 +76,11 @@ impl Peer {
         payload: &[u8],
         options: &[TcpOptionElement],
     ) {
-        let mut builder = PacketBuilder::ipv4(PEER, US, 64).tcp(sport, 80, seq, 64240);
+        let ip = match self.v6 {
+            true => PacketBuilder::ipv6(PEER6, US6, 64),
+            false => PacketBuilder::ipv4(PEER, US, 64),
+        };
+        let mut builder = ip.tcp(sport, 80, seq, 64240);
         for flag in flags.chars() {
             builder = match flag {
                 'S' => builder.syn(),
@@ -161,8 +170,16 @@ pub fn ts_echo(timestamps: bool, seg: &Seg) -> Vec<TcpOptionElement> {
 /// through the handshake with a listener on port 80, and the stream accepted there: the
 /// peer, the stream and our SYN-ACK.
 pub fn linux_client(sport: u16, timestamps: bool) -> (Peer, tunstack::TcpStream, Seg) {
-    let mut peer = Peer::new();
-    let listener = TcpListener::bind(&peer.stack, "0.0.0.0:80".parse().unwrap(), 8).unwrap();
+    linux_client_of(Peer::new(), sport, timestamps)
+}
+
+/// [`linux_client`] with the given peer (e.g. one that speaks IPv6).
+pub fn linux_client_of(
+    mut peer: Peer,
+    sport: u16,
+    timestamps: bool,
+) -> (Peer, tunstack::TcpStream, Seg) {
+    let listener = TcpListener::bind(&peer.stack, "[::]:80".parse().unwrap(), 8).unwrap();
     let mut syn = LINUX_SYN.to_vec();
     if timestamps {
         syn.push(TcpOptionElement::Timestamp(1, 0));
