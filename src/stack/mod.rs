@@ -11,6 +11,7 @@ mod guard;
 mod handshake;
 mod ingress;
 mod inject;
+mod lifecycle;
 mod pmtu;
 mod reassembly;
 mod route;
