@@ -18,9 +18,12 @@ Options (environment variable in brackets):
   --addr4 IP/LEN   host-side IPv4 address       [HOST_ADDR4, default 192.168.69.1/24]
   --addr6 IP/LEN   host-side IPv6 address       [HOST_ADDR6, default fd69::1/64]
                    (pass --addr6 none to skip IPv6)
-  --mtu N          device MTU                   [MTU, default 1500]
+  --mtu N          device MTU, 68 to 65535      [MTU, default 1500]
+                   (below 1280, the IPv6 minimum, the link gets no IPv6)
   --user NAME      user allowed to attach       [TUN_USER, default \$SUDO_USER,
                    else the current user]
+  --no-next-step   do not end with the "start the stack with" hint
+                   (scripts/run.sh starts the stack itself)
   -h, --help       show this help
 
 The stack itself (tunstack echo) uses 192.168.69.2 and fd69::2 on this link.
@@ -49,6 +52,7 @@ addr4="${HOST_ADDR4:-192.168.69.1/24}"
 addr6="${HOST_ADDR6:-fd69::1/64}"
 mtu="${MTU:-1500}"
 user="${TUN_USER:-${SUDO_USER:-$(id -un)}}"
+next_step=true
 original_args="$*"
 
 need_value() {
@@ -68,6 +72,7 @@ while [[ $# -gt 0 ]]; do
         --mtu=*) mtu="${1#*=}"; shift ;;
         --user) need_value "$@"; user="$2"; shift 2 ;;
         --user=*) user="${1#*=}"; shift ;;
+        --no-next-step) next_step=false; shift ;;
         *) die "unknown argument '$1' (see --help)" ;;
     esac
 done
@@ -83,7 +88,11 @@ fi
 if [[ "$addr6" != none ]]; then
     [[ "$addr6" =~ ^[0-9A-Fa-f:]+/[0-9]{1,3}$ ]] \
         || die "invalid IPv6 address '$addr6' (expected IP/PREFIX, e.g. fd69::1/64, or 'none')"
-    ((mtu >= 1280)) || warn "MTU $mtu is below 1280, the IPv6 minimum; IPv6 will not work on $tun"
+    if ((mtu < 1280)); then
+        warn "MTU $mtu is below 1280, the IPv6 minimum: $tun gets no IPv6 address" \
+            "(tunstack leaves out its own IPv6 address on it too)"
+        addr6=none
+    fi
 fi
 id -u "$user" >/dev/null 2>&1 || die "user '$user' does not exist (see --user)"
 
@@ -147,6 +156,9 @@ if [[ -z "$details" ]]; then
     echo "$PROG: created TUN device $tun for user '$user'"
 fi
 
+# The MTU first: the kernel takes IPv6 off a link below 1280 and puts it back above.
+run ip link set dev "$tun" mtu "$mtu"
+
 # ---- IPv6 knobs: no router solicitations or autoconf noise on this link ----
 v6conf="/proc/sys/net/ipv6/conf/$tun"
 if [[ "$addr6" != none ]]; then
@@ -185,9 +197,11 @@ if [[ "$addr6" != none ]]; then
     run ip -6 addr replace "$addr6" dev "$tun" nodad
 fi
 
-run ip link set dev "$tun" mtu "$mtu"
 run ip link set dev "$tun" up
 
 if [[ "$addr6" == none ]]; then addresses="$addr4"; else addresses="$addr4 and $addr6"; fi
 echo "$PROG: $tun is ready: host side $addresses, MTU $mtu, owner '$user'"
-echo "$PROG: start the stack with: scripts/run.sh --tun $tun"
+if $next_step; then
+    if [[ "$tun" == tun0 ]]; then tun_arg=""; else tun_arg=" --tun $tun"; fi
+    echo "$PROG: start the stack with: scripts/run.sh$tun_arg"
+fi

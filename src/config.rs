@@ -1,5 +1,10 @@
-//! Stack configuration: addresses, per-socket buffer sizes, queue limits and timeouts.
+//! Stack configuration: addresses, per-socket buffer sizes, queue limits and timeouts,
+//! and the limits each must keep ([`StackConfig::validate`], in `config/validate.rs`).
 //! Defaults match the README, the scripts and the tests.
+
+mod validate;
+
+pub use validate::{check_address, check_mtu};
 
 use smoltcp::time::Duration;
 use smoltcp::wire::{IpAddress, IpCidr, Ipv4Address, Ipv6Address};
@@ -14,28 +19,53 @@ pub const DEFAULT_ADDR6: IpCidr = IpCidr::new(
     64,
 );
 
-/// The smallest buffer a TCP socket gets however many are open (unless `tcp_buffer` is
-/// smaller).
+/// The smallest buffer a TCP socket gets however many are open, and the smallest
+/// `tcp_buffer`: below a few segments' worth a transfer crawls (a 1 MiB echo over the TUN
+/// moved 2880 bytes in 60 s with a 10-byte buffer; it took 0.16 s at 536, 0.04 s at 4 KiB).
 pub const MIN_TCP_BUFFER: usize = 4 * 1024;
+/// The largest `tcp_buffer`: TCP's largest window (scale 14, RFC 7323 §2.3), and what
+/// smoltcp takes (`socket/tcp.rs:584` panics above it).
+pub const MAX_TCP_BUFFER: usize = 1 << 30;
+/// The smallest `tcp_memory`: one connection's smallest buffers, both ways.
+pub const MIN_TCP_MEMORY: usize = 2 * MIN_TCP_BUFFER;
+/// The smallest MTU: every IPv4 host must pass a 68-byte datagram (RFC 791, "Fragmentation").
+/// Below it smoltcp's own arithmetic underflows (no room for headers).
+pub const MIN_MTU_IPV4: usize = 68;
+/// The smallest MTU of a link that carries IPv6 (RFC 8200 §5).
+pub const MIN_MTU_IPV6: usize = 1280;
+/// The largest MTU: an IP packet's 16-bit total length, also a Linux TUN's ceiling.
+pub const MAX_MTU: usize = 65535;
+/// Addresses the stack can hold (smoltcp's `iface-max-addr-count-8`).
+pub const MAX_ADDRESSES: usize = 8;
+/// The shortest `tcp_timeout` and `reassembly_timeout`.
+pub const MIN_TIMEOUT: Duration = Duration::from_millis(1);
+/// The longest `tcp_timeout` and `reassembly_timeout`: a day (a peer silent that long is
+/// gone; longer ones would only risk overflowing the clock arithmetic).
+pub const MAX_TIMEOUT: Duration = Duration::from_secs(24 * 60 * 60);
 
-/// How a [`Stack`](crate::Stack) is set up.
+/// How a [`Stack`](crate::Stack) is set up. [`StackConfig::validate`] says whether the
+/// stack can work with it ([`Stack::try_new`](crate::Stack::try_new) checks it).
 #[derive(Debug, Clone)]
 pub struct StackConfig {
-    /// The stack's own addresses with their prefixes (at most 8).
+    /// The stack's own addresses with their prefixes: 1 to 8 unicast addresses, none
+    /// loopback or a subnet's broadcast address, prefixes /1 and up.
     pub addresses: Vec<IpCidr>,
-    /// Maximum IP packet size on the link (the TUN's MTU).
+    /// Maximum IP packet size on the link: the device's MTU, 68 to 65535, at least 1280
+    /// with an IPv6 address.
     pub mtu: usize,
     /// Largest receive (and send) buffer of a TCP socket, in bytes. A new socket gets
     /// `min(tcp_buffer, tcp_memory / 2 / sockets open)`, at least [`MIN_TCP_BUFFER`]: big
     /// windows while few connections are open, small ones when there are many.
+    /// [`MIN_TCP_BUFFER`] to [`MAX_TCP_BUFFER`].
     pub tcp_buffer: usize,
-    /// Buffer memory the TCP sockets share (see `tcp_buffer`), in bytes.
+    /// Buffer memory the TCP sockets share (see `tcp_buffer`), in bytes; at least
+    /// [`MIN_TCP_MEMORY`].
     pub tcp_memory: usize,
-    /// Payload buffer of each UDP socket, in bytes (also its send buffer).
+    /// Payload buffer of each UDP socket, in bytes (also its send buffer); not 0.
     pub udp_buffer: usize,
-    /// Datagrams a UDP socket queues per direction.
+    /// Datagrams a UDP socket queues per direction; not 0.
     pub udp_packets: usize,
-    /// Ports `connect()` and `bind(port 0)` pick from.
+    /// Ports `connect()` and `bind(port 0)` pick from (not empty, not port 0).
     pub ephemeral_ports: RangeInclusive<u16>,
     /// Half-open connections (SYN queue) a listener keeps as sockets. When full, SYNs are
     /// answered with SYN cookies, so a SYN flood cannot lock real clients out. With
@@ -48,8 +78,10 @@ pub struct StackConfig {
     pub syn_cookies: bool,
     /// A connection whose peer is silent this long while our SYN, data or FIN awaits its
     /// answer is aborted (RST, `TimedOut`). Idle connections never time out.
+    /// [`MIN_TIMEOUT`] to [`MAX_TIMEOUT`].
     pub tcp_timeout: Duration,
-    /// An incomplete IP fragment train is dropped after this long.
+    /// An incomplete IP fragment train is dropped after this long ([`MIN_TIMEOUT`] to
+    /// [`MAX_TIMEOUT`]).
     pub reassembly_timeout: Duration,
     /// Seed for ISNs, port choice and the SYN-cookie key; fixed in tests for reproducible
     /// runs, random in the binary (a known seed lets anyone forge SYN cookies).

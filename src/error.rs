@@ -40,6 +40,14 @@ pub enum Error {
     /// The TUN device could not be opened or used.
     #[error("{0}")]
     Device(String),
+    /// The destination is on none of the stack's subnets and no route leads there: no
+    /// packet was sent (like `ENETUNREACH`).
+    #[error("network unreachable: {0}")]
+    NetworkUnreachable(String),
+    /// A [`StackConfig`](crate::StackConfig) value (or a TUN setting) the stack cannot
+    /// work with; the text names the value, the valid range and why.
+    #[error("invalid configuration: {0}")]
+    InvalidConfig(String),
 }
 
 impl From<Error> for io::Error {
@@ -56,6 +64,8 @@ impl From<Error> for io::Error {
             Error::NotConnected => io::ErrorKind::NotConnected,
             Error::BufferFull => io::ErrorKind::WouldBlock,
             Error::Device(_) => io::ErrorKind::Other,
+            Error::NetworkUnreachable(_) => io::ErrorKind::NetworkUnreachable,
+            Error::InvalidConfig(_) => io::ErrorKind::InvalidInput,
         };
         io::Error::new(kind, err)
     }

@@ -41,25 +41,49 @@ fn main() -> ExitCode {
     }
 }
 
-/// Opens the TUN and builds a stack from the shared options.
+/// Checks the shared options, opens the TUN and builds a stack from them. What the flags
+/// alone decide is checked before the TUN is opened (no root needed to hear about it).
 fn open(args: &StackArgs) -> tunstack::Result<(TunDevice, Stack)> {
+    let mut config = stack_config(args, args.mtu.unwrap_or(StackConfig::default().mtu))?;
+    config.validate()?;
     let faults = args.drop_pct | args.corrupt_pct | args.duplicate_pct != 0;
     if faults && !args.no_offload {
         log::info!("tun: offloads off: fault injection drops and corrupts whole packets");
     }
     let mut device = TunDevice::open(&args.tun, args.mtu, !args.no_offload && !faults)?;
-    let mut config = StackConfig::default();
-    if !args.addrs.is_empty() {
-        config.addresses = args.addrs.clone();
+    let mtu = smoltcp::phy::Device::capabilities(&device).max_transmission_unit;
+    let origin = match args.mtu {
+        Some(mtu) => format!("--mtu {mtu}"),
+        None => format!("the MTU of {} ({mtu})", args.tun),
+    };
+    let (addresses, warning) = args
+        .addresses_for(mtu, &origin)
+        .map_err(tunstack::Error::InvalidConfig)?;
+    if let Some(warning) = warning {
+        log::warn!("{warning}");
     }
-    config.tcp_buffer = args.tcp_buffer;
-    config.tcp_memory = args.tcp_memory;
-    config.tcp_timeout = Duration::from_micros((args.tcp_timeout.max(0.001) * 1e6) as u64);
+    config.addresses = addresses;
+    config.mtu = mtu;
     config.random_seed = os_random_seed();
-    config.mtu = smoltcp::phy::Device::capabilities(&device).max_transmission_unit;
-    let stack = Stack::new(config, &mut device, Instant::ZERO);
+    let stack = Stack::try_new(config, &mut device, Instant::ZERO)?;
     install_observers(args, &stack)?;
     Ok((device, stack))
+}
+
+/// The stack's configuration from the flags, for a link of `mtu` bytes.
+fn stack_config(args: &StackArgs, mtu: usize) -> tunstack::Result<StackConfig> {
+    let origin = format!("--mtu {mtu}");
+    let (addresses, _) = args
+        .addresses_for(mtu, &origin)
+        .map_err(tunstack::Error::InvalidConfig)?;
+    Ok(StackConfig {
+        addresses,
+        mtu,
+        tcp_buffer: args.tcp_buffer,
+        tcp_memory: args.tcp_memory,
+        tcp_timeout: Duration::from_micros((args.tcp_timeout * 1e6) as u64),
+        ..StackConfig::default()
+    })
 }
 
 /// The packet trace (--trace or RUST_LOG at trace for tunstack::trace) and the pcap writer.
@@ -145,7 +169,8 @@ impl App for EchoApp {
 fn run_connect(args: ConnectArgs) -> tunstack::Result<i32> {
     let (device, stack) = open(&args.stack)?;
     let remote = SocketAddr::new(args.host, args.port);
-    let wait = std::time::Duration::from_secs_f64(args.wait.max(0.0));
+    // Finite and positive: cli::parse_seconds.
+    let wait = std::time::Duration::from_secs_f64(args.wait);
     let output = Box::new(stdout());
     let client = if args.udp {
         ConnectClient::udp(&stack, remote, output, wait)?

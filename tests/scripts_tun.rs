@@ -1,5 +1,6 @@
 //! scripts/setup.sh and scripts/teardown.sh on real TUN devices, each test in its own
-//! network namespace. Needs root (see tests/common); no stack process involved.
+//! network namespace. Needs root (see tests/common); no stack process involved
+//! (scripts/run.sh, which starts one, is tested in tests/owner_tun.rs).
 
 mod common;
 
@@ -91,13 +92,39 @@ fn setup_creates_the_device_and_is_idempotent() {
     netns.run_ok(LIMIT, &script("setup.sh"), &[]);
     assert_configured(&netns, TUN, HOST_V4, HOST_V6, "1500");
 
-    let again = netns.run_ok(LIMIT, &script("setup.sh"), &[]);
+    let again = netns.run_ok(LIMIT, &script("setup.sh"), &["--no-next-step"]);
     let stdout = String::from_utf8_lossy(&again.stdout);
     assert!(
         stdout.contains("already exists"),
         "second run should reuse {TUN}:\n{}",
         describe(&again)
     );
+    assert!(
+        !stdout.contains("start the stack with"),
+        "--no-next-step still prints the hint:\n{}",
+        describe(&again)
+    );
+    assert_configured(&netns, TUN, HOST_V4, HOST_V6, "1500");
+}
+
+#[test]
+fn setup_below_1280_leaves_ipv6_out_and_can_go_back() {
+    if !require_root("setup_below_1280_leaves_ipv6_out_and_can_go_back") {
+        return;
+    }
+    let netns = Netns::bare("setup-small-mtu");
+    for _ in 0..2 {
+        let output = netns.run_ok(LIMIT, &script("setup.sh"), &["--mtu", "1000"]);
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        assert!(
+            stderr.contains("below 1280") && stderr.contains("no IPv6 address"),
+            "{}",
+            describe(&output)
+        );
+        assert_eq!(global_addresses(&netns, "-4", TUN), [HOST_V4]);
+        assert!(global_addresses(&netns, "-6", TUN).is_empty());
+    }
+    netns.run_ok(LIMIT, &script("setup.sh"), &[]);
     assert_configured(&netns, TUN, HOST_V4, HOST_V6, "1500");
 }
 
@@ -184,6 +211,7 @@ fn setup_rejects_bad_input_with_a_message() {
         (&["--bogus"], "unknown argument"),
         (&["--mtu"], "needs a value"),
         (&["--mtu", "20"], "invalid MTU"),
+        (&["--mtu", "65536"], "68 to 65535"),
         (&["--addr4", "192.168.69.1"], "invalid IPv4"),
         (&["--addr6", "nonsense"], "invalid IPv6"),
         (&["--tun", "name with spaces"], "invalid device name"),

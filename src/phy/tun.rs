@@ -1,6 +1,7 @@
 //! The TUN device as a smoltcp `Device` with `Medium::Ip`.
-//! Opening attaches to the persistent device `scripts/setup.sh` made; every way that can fail
-//! becomes one sentence that says what to do. Reads and writes are non-blocking.
+//! Opening attaches to the persistent device `scripts/setup.sh` made, without privilege when
+//! it is the caller's ([`open`]); every way that can fail becomes one sentence that says
+//! what to do. Reads and writes are non-blocking.
 //!
 //! Two ways to open it: plain (tun-tap, `IFF_NO_PI`: one MTU-sized packet per read or write)
 //! and with offloads (tun-rs, `IFF_VNET_HDR` + `TUNSETOFFLOAD`: a virtio-net header in front
@@ -10,17 +11,21 @@
 use super::META_PARTIAL_CHECKSUM;
 use super::coalesce::Coalescer;
 use super::vnet::{self, RxChecksum};
+use crate::config::{MAX_MTU, MIN_MTU_IPV4};
 use crate::error::Error;
 use smoltcp::phy::{self, Device, DeviceCapabilities, Medium};
 use smoltcp::time::Instant;
-use std::ffi::CString;
 use std::io;
 use std::num::NonZeroUsize;
 use std::os::fd::{AsRawFd, RawFd};
-use tun_tap::{Iface, Mode};
+use tun_tap::Iface;
 
-/// Largest IP packet a TUN can carry.
-const MAX_PACKET: usize = 65535;
+mod open;
+
+pub use open::clear_offloads;
+
+/// Largest IP packet a TUN can carry: the kernel's ceiling for a TUN's MTU.
+const MAX_PACKET: usize = MAX_MTU;
 /// Room for a packet read: an IPv6 super-packet may be 40 bytes over `MAX_PACKET`.
 const RX_ROOM: usize = MAX_PACKET + 64;
 
@@ -95,29 +100,29 @@ pub struct TunDevice {
 }
 
 impl TunDevice {
-    /// Attaches to the existing TUN device `name`. `mtu` overrides the device's own MTU.
-    /// With `offload`, TCP segments cross the device up to 64 KiB at a time (falls back to
-    /// plain, with a warning, if the kernel refuses).
+    /// Attaches to the existing TUN device `name`. `mtu` overrides the device's own MTU
+    /// (68 to 65535). With `offload`, TCP segments cross the device up to 64 KiB at a time
+    /// (falls back to plain, with a warning, if the kernel refuses). Needs no privilege
+    /// when the device belongs to the caller.
     pub fn open(name: &str, mtu: Option<usize>, offload: bool) -> Result<TunDevice, Error> {
-        if !std::path::Path::new("/dev/net/tun").exists() {
-            return Err(Error::Device(
-                "/dev/net/tun does not exist: load the tun module (`sudo modprobe tun`), then run `sudo scripts/setup.sh`".into(),
-            ));
-        }
-        if interface_index(name) == 0 {
-            return Err(Error::Device(format!(
-                "TUN device {name} does not exist: create it with `sudo scripts/setup.sh` (or pick another with --tun)"
+        if let Some(mtu) = mtu
+            && !(MIN_MTU_IPV4..=MAX_MTU).contains(&mtu)
+        {
+            return Err(Error::InvalidConfig(format!(
+                "mtu {mtu} for {name} is outside {MIN_MTU_IPV4}..={MAX_MTU}"
             )));
         }
-        let io = if offload { open_offload(name)? } else { None };
+        open::check_device(name)?;
+        let io = match offload {
+            true => open::open_offload(name)?.map(Io::Offload),
+            false => None,
+        };
         let io = match io {
             Some(io) => io,
-            None => Io::Plain(open_plain(name)?),
+            None => Io::Plain(open::open_plain(name)?),
         };
-        let mtu = match mtu {
-            Some(mtu) => mtu,
-            None => interface_mtu(name).unwrap_or(1500),
-        };
+        open::ensure_up(name);
+        let mtu = link_mtu(name, mtu);
         let offload = matches!(io, Io::Offload(_)).then(OffloadStats::default);
         log::info!(
             "tun: attached to {name} (mtu {mtu}, {})",
@@ -130,7 +135,7 @@ impl TunDevice {
         Ok(TunDevice {
             io,
             name: name.to_string(),
-            mtu: mtu.min(MAX_PACKET),
+            mtu,
             coalesce: None,
             offload,
             rx_buf: vec![0; header + RX_ROOM],
@@ -177,8 +182,9 @@ impl TunDevice {
     pub fn take_error(&mut self) -> Option<Error> {
         self.error.take().map(|e| {
             Error::Device(format!(
-                "reading TUN device {} failed ({e}): was it deleted? run `sudo scripts/setup.sh` and restart",
-                self.name
+                "reading TUN device {} failed ({e}): was it deleted? run `{}` and restart",
+                self.name,
+                open::setup_command(&self.name)
             ))
         })
     }
@@ -189,110 +195,27 @@ impl TunDevice {
     }
 }
 
-/// Attaches with tun-tap, and clears the offloads a previous offload run left on the
-/// device (they outlive the file: the kernel would go on sending super-packets).
-fn open_plain(name: &str) -> Result<Iface, Error> {
-    let iface = Iface::without_packet_info(name, Mode::Tun).map_err(|e| open_error(name, &e))?;
-    iface
-        .set_non_blocking()
-        .map_err(|e| Error::Device(format!("cannot make {name} non-blocking: {e}")))?;
-    clear_offloads(iface.as_raw_fd())
-        .map_err(|e| Error::Device(format!("cannot clear the offloads of {name}: {e}")))?;
-    Ok(iface)
-}
-
-/// Attaches with tun-rs and `IFF_VNET_HDR`, then asks for TCP offloads only (checksum and
-/// TSO for both families: no UDP GSO, which would need splitting here). `None` if the kernel
-/// refuses the offloads (the caller falls back to plain).
-fn open_offload(name: &str) -> Result<Option<Io>, Error> {
-    let dev = tun_rs::DeviceBuilder::new()
-        .name(name)
-        .offload(true)
-        .build_sync();
-    let dev = match dev {
-        Ok(dev) => dev,
-        Err(err) if err.raw_os_error() == Some(libc::EINVAL) => {
-            log::warn!("tun: {name} refused IFF_VNET_HDR ({err}); offloads off");
-            return Ok(None);
+/// The MTU to use on `name`: `wanted`, else the device's own (the kernel keeps a TUN's
+/// within 68..=65535), else 1500 with a warning. A `wanted` above the device's is allowed
+/// (the kernel takes longer packets from a TUN) but said, since the kernel still sends
+/// packets only up to its own MTU.
+fn link_mtu(name: &str, wanted: Option<usize>) -> usize {
+    let device = open::interface_mtu(name);
+    match (wanted, device) {
+        (Some(wanted), Ok(own)) if wanted > own => {
+            log::info!(
+                "tun: mtu {wanted} is above {name}'s own {own}: the stack sends packets up to \
+                 {wanted} bytes, the kernel only up to {own}"
+            );
+            wanted
         }
-        Err(err) => return Err(open_error(name, &err)),
-    };
-    let tcp = libc::TUN_F_CSUM | libc::TUN_F_TSO4 | libc::TUN_F_TSO6;
-    if let Err(err) = set_offloads(dev.as_raw_fd(), tcp) {
-        log::warn!("tun: {name} refused TCP offloads ({err}); offloads off");
-        return Ok(None);
-    }
-    dev.set_nonblocking(true)
-        .map_err(|e| Error::Device(format!("cannot make {name} non-blocking: {e}")))?;
-    Ok(Some(Io::Offload(dev)))
-}
-
-/// Turns off the offloads an earlier offload run left on the TUN device `fd` is attached
-/// to: without this the kernel goes on handing it packets with partial checksums.
-pub fn clear_offloads(fd: RawFd) -> io::Result<()> {
-    set_offloads(fd, 0)
-}
-
-/// `TUNSETOFFLOAD`: which offloads the kernel may use towards this device (device-wide).
-fn set_offloads(fd: RawFd, flags: libc::c_uint) -> io::Result<()> {
-    // SAFETY: TUNSETOFFLOAD takes its argument by value; `fd` is an open TUN file.
-    let rc = unsafe { libc::ioctl(fd, libc::TUNSETOFFLOAD, flags as libc::c_ulong) };
-    if rc < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    Ok(())
-}
-
-fn open_error(name: &str, err: &io::Error) -> Error {
-    let advice = match err.raw_os_error() {
-        Some(libc::EACCES) | Some(libc::EPERM) => format!(
-            "permission denied opening TUN device {name}: run `sudo scripts/setup.sh` (it makes {name} yours) and check that /dev/net/tun is readable and writable by you"
-        ),
-        Some(libc::EBUSY) => {
-            format!("TUN device {name} is busy: another program (another tunstack?) has it open")
+        (Some(wanted), _) => wanted,
+        (None, Ok(own)) => own.clamp(MIN_MTU_IPV4, MAX_MTU),
+        (None, Err(err)) => {
+            log::warn!("tun: cannot read the MTU of {name} ({err}); using 1500");
+            1500
         }
-        Some(libc::EINVAL) => format!(
-            "{name} exists but is not a TUN device without packet info: recreate it with `sudo scripts/teardown.sh && sudo scripts/setup.sh`"
-        ),
-        _ => format!("cannot open TUN device {name} ({err}): run `sudo scripts/setup.sh`"),
-    };
-    Error::Device(advice)
-}
-
-/// The interface index of `name` in this network namespace, 0 if there is none.
-fn interface_index(name: &str) -> u32 {
-    let Ok(cname) = CString::new(name) else {
-        return 0;
-    };
-    // SAFETY: `cname` is a valid NUL-terminated string that outlives the call.
-    unsafe { libc::if_nametoindex(cname.as_ptr()) }
-}
-
-/// The MTU the kernel has for `name`, read with SIOCGIFMTU.
-fn interface_mtu(name: &str) -> Option<usize> {
-    // SAFETY: plain socket(2); the fd is closed below.
-    let sock = unsafe { libc::socket(libc::AF_INET, libc::SOCK_DGRAM, 0) };
-    if sock < 0 {
-        return None;
     }
-    // SAFETY: ifreq is plain old data; all-zero is a valid value.
-    let mut req: libc::ifreq = unsafe { std::mem::zeroed() };
-    for (dst, src) in req
-        .ifr_name
-        .iter_mut()
-        .zip(name.bytes().take(libc::IFNAMSIZ - 1))
-    {
-        *dst = src as libc::c_char;
-    }
-    // SAFETY: `req` is a valid ifreq with a NUL-terminated name; SIOCGIFMTU fills ifru_mtu.
-    let rc = unsafe { libc::ioctl(sock, libc::SIOCGIFMTU, &mut req) };
-    // SAFETY: `sock` is our own open fd.
-    unsafe { libc::close(sock) };
-    if rc != 0 {
-        return None;
-    }
-    // SAFETY: after a successful SIOCGIFMTU the union holds the MTU.
-    Some(unsafe { req.ifr_ifru.ifru_mtu } as usize)
 }
 
 /// A packet read from the TUN, and whether its transport checksum is partial.

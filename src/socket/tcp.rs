@@ -6,7 +6,7 @@ use crate::error::{Error, Result};
 use crate::flow::{SocketId, SocketPair, endpoint, listen_endpoint, listen_socket_addr};
 use crate::stack::{EntryKind, Inner, Listener, Phase, Stack, TcpEntry};
 use smoltcp::socket::tcp::{self, State};
-use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
+use smoltcp::wire::{IpAddress, IpEndpoint, IpListenEndpoint};
 use std::collections::VecDeque;
 use std::io;
 use std::net::SocketAddr;
@@ -154,6 +154,7 @@ impl TcpStream {
         if remote_ep.port == 0 || remote_ep.addr.is_unspecified() {
             return Err(Error::Unaddressable(format!("cannot connect to {remote}")));
         }
+        check_reachable(&inner, remote_ep.addr)?;
         let local_addr = inner.source_for(remote_ep.addr)?;
         let start = inner.random();
         let range = inner.config.ephemeral_ports.clone();
@@ -447,6 +448,34 @@ fn synchronized(state: State) -> bool {
 }
 
 /// `addr` as a listen endpoint, checking that a specified ip is one of the stack's.
+/// Refuses at once a destination no packet can reach: on none of the stack's subnets and
+/// no default route for its family. smoltcp would drop every SYN for want of a route
+/// (`iface/interface/mod.rs:1035`, `route`) and the connect would only time out. The
+/// stack sets no other routes, so the default ones are all there is to ask about.
+pub(crate) fn check_reachable(inner: &Inner, remote: IpAddress) -> Result<()> {
+    let iface = &inner.iface;
+    if iface
+        .ip_addrs()
+        .iter()
+        .any(|cidr| cidr.contains_addr(&remote))
+    {
+        return Ok(());
+    }
+    let routes = iface.routes();
+    let routed = match remote {
+        IpAddress::Ipv4(_) => routes.get_default_ipv4_route().is_some(),
+        IpAddress::Ipv6(_) => routes.get_default_ipv6_route().is_some(),
+    };
+    if routed {
+        return Ok(());
+    }
+    let subnets: Vec<String> = iface.ip_addrs().iter().map(|c| c.to_string()).collect();
+    Err(Error::NetworkUnreachable(format!(
+        "{remote} is on none of the stack's subnets ({}) and the stack has no route to it",
+        subnets.join(", ")
+    )))
+}
+
 pub(crate) fn listen_endpoint_of(inner: &Inner, addr: SocketAddr) -> Result<IpListenEndpoint> {
     if addr.ip().is_unspecified() {
         return Ok(IpListenEndpoint {
@@ -465,4 +494,29 @@ pub(crate) fn listen_endpoint_of(inner: &Inner, addr: SocketAddr) -> Result<IpLi
         addr: Some(ip),
         port: addr.port(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::StackConfig;
+    use crate::phy::MemoryLink;
+    use smoltcp::time::Instant;
+
+    #[test]
+    fn connect_off_every_subnet_fails_at_once_with_network_unreachable() {
+        let (mut device, _peer) = MemoryLink::pair(1500);
+        let stack = Stack::new(StackConfig::default(), &mut device, Instant::ZERO);
+        for remote in ["10.1.1.1:80", "[fd70::1]:80"] {
+            let err = TcpStream::connect(&stack, remote.parse().unwrap()).err();
+            assert!(
+                matches!(err, Some(Error::NetworkUnreachable(_))),
+                "{remote}: {err:?}"
+            );
+        }
+        assert_eq!(stack.socket_count(), 0, "no socket is left behind");
+        for remote in ["192.168.69.1:80", "[fd69::1]:80"] {
+            TcpStream::connect(&stack, remote.parse().unwrap()).unwrap();
+        }
+    }
 }

@@ -129,7 +129,18 @@ pub struct Stack {
 }
 
 impl Stack {
-    /// Creates a stack with `config`'s addresses on a device like `device`.
+    /// Like [`Stack::new`], after checking `config` ([`StackConfig::validate`]) and the
+    /// device's MTU: for a configuration that comes from outside (flags, a file).
+    pub fn try_new<D: Device>(config: StackConfig, device: &mut D, now: Instant) -> Result<Stack> {
+        config.validate()?;
+        let mtu = device.capabilities().max_transmission_unit;
+        crate::config::check_mtu(mtu, &config.addresses)?;
+        Ok(Stack::new(config, device, now))
+    }
+
+    /// Creates a stack with `config`'s addresses on a device like `device`. `config` is
+    /// taken as it is: one out of its limits may make smoltcp panic later (an MTU with no
+    /// room for headers): use [`Stack::try_new`] unless it is known to be valid.
     pub fn new<D: Device>(config: StackConfig, device: &mut D, now: Instant) -> Stack {
         let mut iface_config = Config::new(HardwareAddress::Ip);
         iface_config.random_seed = config.random_seed;
