@@ -106,7 +106,11 @@ fn reassemble(packets: &[Vec<u8>]) -> Vec<Datagram> {
     let mut pool: IpDefragPool = IpDefragPool::new();
     let mut whole = Vec::new();
     for packet in packets {
-        assert!(packet.len() <= MTU, "a {}-byte packet on a {MTU} link", packet.len());
+        assert!(
+            packet.len() <= MTU,
+            "a {}-byte packet on a {MTU} link",
+            packet.len()
+        );
         let sliced = SlicedPacket::from_ip(packet).expect("the stack sends valid packets");
         if let Some(done) = pool.process_sliced_packet(&sliced, (), ()).unwrap() {
             whole.push(Datagram {
@@ -199,8 +203,16 @@ fn back_to_back_pings(v6: bool) {
     }
     let sent = link.run();
     let replies = echo_replies(&reassemble(&sent));
-    assert_eq!(summary(&replies), summary(&requests), "{} packets", sent.len());
-    assert!(replies == requests, "the replies' bytes differ from the requests'");
+    assert_eq!(
+        summary(&replies),
+        summary(&requests),
+        "{} packets",
+        sent.len()
+    );
+    assert!(
+        replies == requests,
+        "the replies' bytes differ from the requests'"
+    );
     assert_eq!(link.stack.stats().tx_unsent, 0);
 }
 
@@ -223,8 +235,16 @@ fn two_big_udp_echoes(v6: bool) {
     }
     let sent = link.run();
     let echoed = udp_payloads(&reassemble(&sent));
-    assert_eq!(summary(&echoed), summary(&datagrams), "{} packets", sent.len());
-    assert!(echoed == datagrams, "the echoes' bytes differ from the datagrams'");
+    assert_eq!(
+        summary(&echoed),
+        summary(&datagrams),
+        "{} packets",
+        sent.len()
+    );
+    assert!(
+        echoed == datagrams,
+        "the echoes' bytes differ from the datagrams'"
+    );
 }
 
 #[test]
@@ -273,7 +293,10 @@ fn app_burst(v6: bool) {
     assert_eq!(next, datagrams.len(), "send_to never took them all");
     let received = udp_payloads(&reassemble(&sent));
     assert_eq!(summary(&received), summary(&datagrams));
-    assert!(received == datagrams, "the bytes received differ from the bytes sent");
+    assert!(
+        received == datagrams,
+        "the bytes received differ from the bytes sent"
+    );
     assert_eq!(link.stack.stats().tx_unsent, 0);
 }
 
