@@ -304,7 +304,11 @@ fn scripts_answer_help() {
 #[test]
 fn scripts_reject_unknown_arguments_with_a_message() {
     let cases: &[(&str, &[&str], &str)] = &[
-        ("install-test-tools.sh", &["--bogus"], "unknown argument '--bogus'"),
+        (
+            "install-test-tools.sh",
+            &["--bogus"],
+            "unknown argument '--bogus'",
+        ),
         ("fuzz.sh", &["--bogus"], "unknown argument '--bogus'"),
         ("fuzz.sh", &["--seconds", "soon"], "whole number"),
     ];
@@ -336,7 +340,10 @@ fn the_readme_names_every_package_the_installer_installs() {
         .unwrap();
     assert!(output.status.success(), "{}", describe(&output));
     let packages = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(packages.lines().count() > 10, "too few packages:\n{packages}");
+    assert!(
+        packages.lines().count() > 10,
+        "too few packages:\n{packages}"
+    );
     let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
     for heading in ["## Two commands", "## Tests"] {
         let section = readme
