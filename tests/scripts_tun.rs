@@ -329,36 +329,3 @@ fn scripts_reject_unknown_arguments_with_a_message() {
         );
     }
 }
-
-/// The README's "Two commands" and "Tests" sections name every package
-/// scripts/install-test-tools.sh installs, so what a new user reads is what runs.
-#[test]
-fn the_readme_names_every_package_the_installer_installs() {
-    let output = std::process::Command::new(script("install-test-tools.sh"))
-        .arg("--list")
-        .output()
-        .unwrap();
-    assert!(output.status.success(), "{}", describe(&output));
-    let packages = String::from_utf8_lossy(&output.stdout).into_owned();
-    assert!(
-        packages.lines().count() > 10,
-        "too few packages:\n{packages}"
-    );
-    let readme = std::fs::read_to_string(repo_path("README.md")).unwrap();
-    for heading in ["## Two commands", "## Tests"] {
-        let section = readme
-            .split("\n## ")
-            .map(|s| format!("## {s}"))
-            .find(|s| s.starts_with(heading))
-            .unwrap_or_else(|| panic!("README.md has no {heading:?} section"));
-        let words: Vec<&str> = section
-            .split(|c: char| c.is_whitespace() || "`(),;:".contains(c))
-            .collect();
-        for package in packages.lines().chain(["cargo-fuzz"]) {
-            assert!(
-                words.contains(&package),
-                "README.md {heading:?} does not name {package}:\n{section}"
-            );
-        }
-    }
-}
