@@ -13,7 +13,8 @@ Usage: scripts/$PROG [--seconds N] [--target NAME]
 Fuzz the stack's receive path (reassembly, classification, flow table, smoltcp, the
 echo app and the packet trace) with libFuzzer through cargo-fuzz, for N seconds
 (default 60). A crash stops the run, exits non-zero and leaves the input in
-fuzz/artifacts/NAME/. Needs cargo-fuzz: cargo install cargo-fuzz.
+fuzz/artifacts/NAME/. Needs cargo-fuzz and g++: scripts/install-test-tools.sh
+installs them (cargo-fuzz with: cargo install --locked cargo-fuzz).
 cargo-fuzz passes nightly-only flags (-Zsanitizer=address); RUSTC_BOOTSTRAP=1 lets the
 stable toolchain accept them, so no nightly is needed.
 
@@ -41,7 +42,7 @@ while (($# > 0)); do
 done
 [[ "$seconds" =~ ^[0-9]+$ ]] || die "--seconds takes a whole number, not '$seconds'"
 command -v cargo >/dev/null || die "cargo not found; install Rust (https://rustup.rs)"
-cargo fuzz --version >/dev/null 2>&1 || die "cargo-fuzz is not installed: cargo install cargo-fuzz"
+cargo fuzz --version >/dev/null 2>&1 || die "cargo-fuzz is not installed: run scripts/install-test-tools.sh (or: cargo install --locked cargo-fuzz)"
 
 cd "$REPO"
 echo "$PROG: fuzzing target '$target' for ${seconds}s"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Run the whole test suite: unit, integration (real TUN in network namespaces), doc tests,
-# and the cargo-fuzz target for a bounded time.
+# and the cargo-fuzz target for a bounded time, after installing the tools they need.
 set -euo pipefail
 
 readonly PROG="${0##*/}"
@@ -27,8 +27,14 @@ run as root, through CARGO_TARGET_<host triple>_RUNNER="sudo -E" (you may be
 asked for your password once). Without root they print a loud SKIP; with CI=true
 a skipped test fails instead.
 
-Needs: cargo, and for the integration tests iproute2, iputils-ping,
-netcat-openbsd, socat, tcpdump, tshark (.ci/run installs them).
+First it runs scripts/install-test-tools.sh: it installs what is missing of the
+real-TUN tests' Debian packages (apt-get, as root or through sudo) and, when the
+fuzz target runs, g++ and cargo-fuzz (cargo install --locked cargo-fuzz). When it
+cannot, it prints the command to run; the suite then goes on (the tests that
+need the missing tools SKIP loudly) except with CI=true, where it stops.
+NO_INSTALL=1 only checks and says what is missing.
+
+Needs: Rust (cargo). Environment: CI, FUZZ_SECONDS, NO_INSTALL.
 EOF
 }
 
@@ -72,6 +78,29 @@ else
     export "$runner_var=sudo -E"
 fi
 
+# ---- the tools the tests need (scripts/install-test-tools.sh) ----
+fuzz_seconds="${FUZZ_SECONDS:-60}"
+[[ "$fuzz_seconds" =~ ^[0-9]+$ ]] || die "FUZZ_SECONDS takes a whole number, not '$fuzz_seconds'"
+run_fuzz=false
+if (($# == 0)) && ((fuzz_seconds > 0)); then
+    run_fuzz=true
+fi
+readonly FUZZ_INSTALL="cargo install --locked cargo-fuzz"
+install_args=()
+if ! $run_fuzz; then
+    install_args+=(--no-fuzz)
+fi
+if [[ "${NO_INSTALL:-}" == 1 ]]; then
+    install_args+=(--check)
+fi
+if ! "$REPO/scripts/install-test-tools.sh" "${install_args[@]}"; then
+    if [[ "${CI:-}" == true ]]; then
+        die "scripts/install-test-tools.sh failed (see its output above); with CI=true" \
+            "the suite does not run without its tools"
+    fi
+    echo "$PROG: WARNING: going on without them: the tests that need them will SKIP loudly" >&2
+fi
+
 # ---- which cargo test runs ----
 picks_targets=false
 for arg in "$@"; do
@@ -96,7 +125,7 @@ failed=()
 # Runs `cargo test ARGS...`, remembering it if it fails.
 cargo_test() {
     echo "$PROG: cargo test $*"
-    cargo test "$@" || failed+=("cargo test $*")
+    cargo test "$@" || failed+=("cargo test $* (see its output above)")
 }
 
 if $picks_targets; then
@@ -111,20 +140,23 @@ else
 fi
 
 # ---- the cargo-fuzz target, for a bounded time (FUZZ_SECONDS, 0 turns it off) ----
-fuzz_seconds="${FUZZ_SECONDS:-60}"
-if (($# == 0)) && ((fuzz_seconds > 0)); then
+if $run_fuzz; then
     if cargo fuzz --version >/dev/null 2>&1; then
-        "$REPO/scripts/fuzz.sh" --seconds "$fuzz_seconds" || failed+=("scripts/fuzz.sh")
-    elif [[ -n "${CI:-}" ]]; then
-        failed+=("the fuzz target: cargo-fuzz is not installed (cargo install cargo-fuzz)")
+        "$REPO/scripts/fuzz.sh" --seconds "$fuzz_seconds" \
+            || failed+=("scripts/fuzz.sh --seconds $fuzz_seconds (see its output above)")
     else
-        echo "$PROG: SKIP: the fuzz target needs cargo-fuzz (cargo install cargo-fuzz)" >&2
+        message="the fuzz target needs cargo-fuzz, which is not installed: ${FUZZ_INSTALL}"
+        if [[ "${CI:-}" == true ]]; then
+            failed+=("$message")
+        else
+            echo "$PROG: SKIP: $message" >&2
+        fi
     fi
 fi
 
 if ((${#failed[@]} > 0)); then
-    for command in "${failed[@]}"; do
-        echo "$PROG: FAILED: $command (see its output above)" >&2
+    for failure in "${failed[@]}"; do
+        echo "$PROG: FAILED: $failure" >&2
     done
     exit 1
 fi

@@ -35,3 +35,9 @@ pub use socket::tcp::{TcpListener, TcpStream};
 pub use socket::udp::UdpSocket;
 pub use stack::{PacketObserver, Stack, Verdict};
 pub use stats::Stats;
+
+/// docs/writing-apps.md, so that `cargo test --doc` compiles (and, where no TUN is needed,
+/// runs) every snippet in it.
+#[cfg(doctest)]
+#[doc = include_str!("../docs/writing-apps.md")]
+pub struct WritingAppsDoc;

@@ -185,6 +185,23 @@ mod tests {
     }
 
     #[test]
+    fn the_period_is_the_mean_of_the_last_four_gaps_each_within_a_tenth_of_it() {
+        // Gaps 45, 55, 50, 50: mean 50, none more than 5 ms (10 %) off it.
+        let edge = learned(&[0.0, 45.0, 100.0, 150.0, 200.0]);
+        assert_eq!(edge.expected(), Some(at(250.0)));
+        assert!(edge.to_string().contains("every 50.000 ms"), "{edge}");
+        // Gaps 44, 56, 50, 50: 6 ms off.
+        assert_eq!(learned(&[0.0, 44.0, 100.0, 150.0, 200.0]).expected(), None);
+        // 50 ms pings on a busy machine, 46 to 74 ms apart: nothing to learn ...
+        let loaded = [0.0, 74.0, 120.0, 180.0, 234.0];
+        assert_eq!(learned(&loaded).expected(), None);
+        // ... until the last four gaps agree again (56, 57, 55, 56 ms: mean 56).
+        let steady_again = [290.0, 347.0, 402.0, 458.0];
+        let rhythm = learned(&[&loaded[..], &steady_again[..]].concat());
+        assert_eq!(rhythm.expected(), Some(at(514.0)));
+    }
+
+    #[test]
     fn too_few_or_disagreeing_gaps_predict_nothing() {
         assert_eq!(learned(&[0.0, 2.0, 4.0, 6.0]).expected(), None);
         let jittery = learned(&[0.0, 2.0, 4.0, 6.5, 8.5]);

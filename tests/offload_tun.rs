@@ -68,15 +68,17 @@ fn tcp_super_packets_cross_the_tun_both_ways_and_the_bytes_stay_identical() {
     );
 
     // IPv6: super-packets come in; out, smoltcp's MSS-sized segments are joined into them
-    // (phy/coalesce.rs).
+    // (phy/coalesce.rs). How many segments a turn has depends on how the ACKs and the
+    // echo's reads fell (two each under load); what the coalescer guarantees is that a
+    // super-packet holds at least two (its unit tests count them exactly).
     nc_echo(&netns, STACK_V6, &input, &output);
     let [rx_super_v6, _, _, refused, tx_super_v6, joined] = offload_counters(&ss(&netns)).unwrap();
     assert_eq!(refused, 0, "frames refused");
     assert!(rx_super_v6 > rx_super, "no super-packet came in over IPv6");
     assert!(tx_super_v6 > tx_super, "no super-packet went out over IPv6");
     assert!(
-        joined > 2 * (tx_super_v6 - tx_super),
-        "{joined} IPv6 segments joined into {} super-packets",
+        joined >= 2 * (tx_super_v6 - tx_super),
+        "{joined} IPv6 segments joined into {} super-packets: one has fewer than two",
         tx_super_v6 - tx_super
     );
     stack.assert_no_panic();

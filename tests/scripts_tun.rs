@@ -304,7 +304,14 @@ fn teardown_removes_the_device_and_is_idempotent() {
 
 #[test]
 fn scripts_answer_help() {
-    for name in ["setup.sh", "teardown.sh", "run.sh", "test.sh"] {
+    for name in [
+        "setup.sh",
+        "teardown.sh",
+        "run.sh",
+        "test.sh",
+        "fuzz.sh",
+        "install-test-tools.sh",
+    ] {
         let output = std::process::Command::new(script(name))
             .arg("--help")
             .output()
@@ -318,6 +325,35 @@ fn scripts_answer_help() {
         assert!(
             stdout.starts_with("Usage:"),
             "{name} --help prints no usage:\n{stdout}"
+        );
+    }
+}
+
+#[test]
+fn scripts_reject_unknown_arguments_with_a_message() {
+    let cases: &[(&str, &[&str], &str)] = &[
+        (
+            "install-test-tools.sh",
+            &["--bogus"],
+            "unknown argument '--bogus'",
+        ),
+        ("fuzz.sh", &["--bogus"], "unknown argument '--bogus'"),
+        ("fuzz.sh", &["--seconds", "soon"], "whole number"),
+    ];
+    for (name, args, message) in cases {
+        let output = std::process::Command::new(script(name))
+            .args(*args)
+            .output()
+            .unwrap();
+        assert!(
+            !output.status.success(),
+            "{name} {args:?} should fail:\n{}",
+            describe(&output)
+        );
+        assert!(
+            String::from_utf8_lossy(&output.stderr).contains(message),
+            "{name} {args:?}: want {message:?}:\n{}",
+            describe(&output)
         );
     }
 }

@@ -241,6 +241,43 @@ mod tests {
         );
     }
 
+    /// Segments one turn sends back to back, as TunTx pushes them: what leaves, as the
+    /// number of segments the kernel cuts each written packet into (1: written as it is).
+    fn turn(segments: usize, last_len: usize) -> Vec<usize> {
+        let mut c = Coalescer::new(0);
+        let mut written = Vec::new();
+        let mut write = |c: &mut Coalescer| {
+            if let Some((frame, size)) = c.take() {
+                let payload = frame.len() - IPV6_HEADER - 20;
+                written.push(size.map_or(1, |s| payload.div_ceil(usize::from(s))));
+            }
+        };
+        for i in 0..segments {
+            let len = if i + 1 == segments { last_len } else { MSS };
+            let packet = segment(1000 + (i * MSS) as u32, len, i + 1 == segments);
+            if !c.push(&packet) {
+                write(&mut c);
+                assert!(c.push(&packet), "an empty coalescer takes any data segment");
+            }
+        }
+        write(&mut c);
+        written
+    }
+
+    #[test]
+    fn a_turn_leaves_in_as_few_packets_as_the_length_field_allows() {
+        assert_eq!(turn(1, 100), [1], "a lone segment is not a super-packet");
+        assert_eq!(turn(2, MSS), [2]);
+        assert_eq!(turn(3, 100), [3]);
+        assert_eq!(turn(45, MSS), [45]);
+        // 45 MSS-long segments nearly fill the 16-bit length field: a short one still fits,
+        // a long one starts the next packet.
+        assert_eq!(turn(46, 100), [46]);
+        assert_eq!(turn(46, MSS), [45, 1]);
+        assert_eq!(turn(47, MSS), [45, 2]);
+        assert_eq!(turn(100, 7), [45, 45, 10]);
+    }
+
     #[test]
     fn a_super_packet_stays_within_the_ipv6_length_field() {
         let mut c = Coalescer::new(0);
