@@ -52,9 +52,13 @@ fn main() -> Result<(), Error> {
                     udp_server.send_to(&reversed, from)?;
                 }
             } else if let Some(conn) = accepted.get(id) {
-                while let Ok(n @ 1..) = conn.read(&mut buf) {
+                // Read only what the send buffer can take back (`write` may take less
+                // than it is given: see docs/writing-apps.md, "Backpressure").
+                let room = conn.send_space().min(buf.len());
+                while let Ok(n @ 1..) = conn.read(&mut buf[..room]) {
                     let reversed: Vec<u8> = buf[..n].iter().rev().copied().collect();
-                    conn.write(&reversed)?;
+                    let written = conn.write(&reversed)?;
+                    debug_assert_eq!(written, n, "send_space() promised the room");
                 }
             }
         }
@@ -63,8 +67,9 @@ fn main() -> Result<(), Error> {
         ready.clear();
         client.take_ready(&mut ready);
         if stream.is_connected() && !sent {
-            stream.write(b"!kcatsnut morf olleh")?;
-            sent = true;
+            // 20 bytes always fit an empty send buffer; a bigger request would loop
+            // on what `write` returns.
+            sent = stream.write(b"!kcatsnut morf olleh")? == 20;
         }
         while let Ok(n @ 1..) = stream.read(&mut buf) {
             reply.extend_from_slice(&buf[..n]);
