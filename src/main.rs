@@ -56,6 +56,10 @@ fn open(args: &StackArgs) -> tunstack::Result<(TunDevice, Stack)> {
     config.tcp_memory = args.tcp_memory;
     config.tcp_timeout = Duration::from_micros((args.tcp_timeout.max(0.001) * 1e6) as u64);
     config.random_seed = os_random_seed();
+    config.icmp_msgs_per_sec = args.icmp_msgs_per_sec;
+    config.icmp_msgs_burst = args.icmp_msgs_burst;
+    config.icmp_ratelimit = Duration::from_millis(args.icmp_ratelimit_ms);
+    config.echo_broadcast = args.echo_broadcast;
     config.mtu = smoltcp::phy::Device::capabilities(&device).max_transmission_unit;
     let stack = Stack::new(config, &mut device, Instant::ZERO);
     install_observers(args, &stack)?;

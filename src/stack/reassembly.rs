@@ -1,10 +1,18 @@
 //! IP reassembly in front of the interface, for both families: smoltcp 0.14 reassembles no
 //! IPv6, and the flow table needs ports that only a whole packet has. Each train is an
-//! etherparse `IpDefragBuf`; trains are bounded in number and age. Also builds the
-//! fragments of an ICMPv6 echo reply too big for the link, which smoltcp would drop.
+//! etherparse `IpDefragBuf`; trains are bounded in number and age, and their buffers are
+//! reused. A fragment that overlaps another of its train discards the whole train, for
+//! both families (RFC 5722 §4, RFC 8200 §4.5; for IPv4 it closes the RFC 1858 §4 attack,
+//! as Linux does); one that only repeats bytes already held is a duplicate, dropped alone.
+//! An atomic IPv6 fragment (offset 0, M clear) is no train at all: a whole packet
+//! (RFC 6946 §4), its Fragment header skipped with the other extension headers. Also
+//! builds the fragments of an ICMPv6 echo reply too big for the link, which smoltcp would
+//! drop.
 
+use super::Verdict;
 use crate::packet::FragmentKey;
-use etherparse::defrag::IpDefragBuf;
+use crate::stats::DropReason;
+use etherparse::defrag::{IpDefragBuf, IpFragRange};
 use etherparse::{
     IcmpEchoHeader, Icmpv6Type, IpFragOffset, IpNumber, Ipv4Header, Ipv6ExtensionSlice,
     Ipv6FragmentHeader, Ipv6Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
@@ -15,14 +23,20 @@ use std::collections::HashMap;
 /// Trains under reassembly at once; a new train beyond this evicts the oldest.
 const MAX_TRAINS: usize = 64;
 
+/// Buffers kept for reuse once their train is done (each up to 64 KiB).
+const SPARE_BUFFERS: usize = 4;
+
 /// What became of one inbound packet.
 pub(crate) enum Reassembly {
     /// Not a fragment: process as it is.
     Whole,
     /// A fragment, held until its train is complete.
     Queued,
-    /// This fragment completed a train: the whole packet.
+    /// This fragment completed a train: the whole packet (hand the buffer back with
+    /// [`Reassembler::recycle`]).
     Complete(Vec<u8>),
+    /// A fragment refused by rule: counted under the reason, traced with the verdict.
+    Refused(DropReason, Verdict),
     /// A fragment that cannot be reassembled, and why.
     Invalid(String),
 }
@@ -32,6 +46,9 @@ pub(crate) struct Reassembler {
     timeout: Duration,
     /// Identification for fragments we send.
     next_id: u32,
+    /// Payload and section buffers of finished trains, for the next ones.
+    spare: Vec<Vec<u8>>,
+    spare_sections: Vec<Vec<IpFragRange>>,
 }
 
 /// One fragment's place in its train, and the header to rebuild the whole packet from.
@@ -51,9 +68,28 @@ enum Header {
 impl Reassembler {
     pub fn new(timeout: Duration) -> Reassembler {
         Reassembler {
-            trains: HashMap::new(),
+            trains: HashMap::with_capacity(MAX_TRAINS + 1),
             timeout,
             next_id: 0x7475_0000,
+            spare: Vec::with_capacity(SPARE_BUFFERS),
+            spare_sections: Vec::with_capacity(SPARE_BUFFERS),
+        }
+    }
+
+    /// Takes back the buffer of a [`Reassembly::Complete`] packet.
+    pub fn recycle(&mut self, mut buffer: Vec<u8>) {
+        if self.spare.len() < SPARE_BUFFERS {
+            buffer.clear();
+            self.spare.push(buffer);
+        }
+    }
+
+    fn give_back(&mut self, train: IpDefragBuf) {
+        let (data, mut sections) = train.take_bufs();
+        self.recycle(data);
+        if self.spare_sections.len() < SPARE_BUFFERS {
+            sections.clear();
+            self.spare_sections.push(sections);
         }
     }
 
@@ -74,18 +110,33 @@ impl Reassembler {
                 .iter()
                 .min_by_key(|(_, (_, at))| *at)
                 .map(|(k, _)| *k);
-            if let Some(oldest) = oldest {
-                self.trains.remove(&oldest);
+            if let Some(train) = oldest.and_then(|oldest| self.trains.remove(&oldest)) {
+                self.give_back(train.0);
                 log::debug!("reassembly: too many trains, dropped the oldest");
             }
         }
-        let protocol = IpNumber(piece.key.protocol);
-        let (train, _) = self
-            .trains
-            .entry(piece.key)
-            .or_insert_with(|| (IpDefragBuf::new(protocol, Vec::new(), Vec::new()), now));
+        if !self.trains.contains_key(&piece.key) {
+            let protocol = IpNumber(piece.key.protocol);
+            let data = self.spare.pop().unwrap_or_default();
+            let sections = self.spare_sections.pop().unwrap_or_default();
+            let train = IpDefragBuf::new(protocol, data, sections);
+            self.trains.insert(piece.key, (train, now));
+        }
+        let Some((train, _)) = self.trains.get_mut(&piece.key) else {
+            return Reassembly::Queued;
+        };
+        if let Some(refused) = overlap(train, &piece) {
+            if matches!(refused, Reassembly::Refused(DropReason::FragmentOverlap, _))
+                && let Some((train, _)) = self.trains.remove(&piece.key)
+            {
+                self.give_back(train);
+            }
+            return refused;
+        }
         if let Err(err) = train.add(piece.offset, piece.more, piece.payload) {
-            self.trains.remove(&piece.key);
+            if let Some((train, _)) = self.trains.remove(&piece.key) {
+                self.give_back(train);
+            }
             return Reassembly::Invalid(format!("fragment rejected: {err}"));
         }
         if !train.is_complete() {
@@ -94,18 +145,32 @@ impl Reassembler {
         let Some((train, _)) = self.trains.remove(&piece.key) else {
             return Reassembly::Queued;
         };
-        let (payload, _) = train.take_bufs();
-        match rebuild(piece.header, protocol, &payload) {
-            Some(whole) => Reassembly::Complete(whole),
-            None => Reassembly::Invalid("reassembled packet too large".into()),
+        let mut whole = self.spare.pop().unwrap_or_default();
+        let rebuilt = rebuild(piece.header, train.ip_number(), train.data(), &mut whole);
+        self.give_back(train);
+        match rebuilt {
+            Some(()) => Reassembly::Complete(whole),
+            None => {
+                self.recycle(whole);
+                Reassembly::Invalid("reassembled packet too large".into())
+            }
         }
     }
 
     /// Forgets trains older than the timeout.
     pub fn expire(&mut self, now: Instant) {
         let timeout = self.timeout;
-        self.trains
-            .retain(|_, (_, started)| now < *started + timeout);
+        let expired = |started: &Instant| now >= *started + timeout;
+        while let Some(key) = self
+            .trains
+            .iter()
+            .find(|(_, (_, started))| expired(started))
+            .map(|(key, _)| *key)
+        {
+            if let Some((train, _)) = self.trains.remove(&key) {
+                self.give_back(train);
+            }
+        }
     }
 
     /// If `request` is an ICMPv6 echo request larger than `mtu`, the fragments of its reply.
@@ -219,9 +284,29 @@ fn key(src: std::net::IpAddr, dst: std::net::IpAddr, protocol: u8, id: u32) -> F
     }
 }
 
-/// A whole packet from a fragment's header and the reassembled payload.
-fn rebuild(header: Header, protocol: IpNumber, payload: &[u8]) -> Option<Vec<u8>> {
-    let mut out = Vec::with_capacity(payload.len() + Ipv6Header::LEN);
+/// How a fragment relates to the bytes its train holds: `None` if it touches none of
+/// them. Else a duplicate when it repeats held bytes exactly, an overlap otherwise.
+fn overlap(train: &IpDefragBuf, piece: &Piece<'_>) -> Option<Reassembly> {
+    let start = usize::from(piece.offset.byte_offset());
+    let end = start + piece.payload.len();
+    let held = train
+        .sections()
+        .iter()
+        .find(|section| start < usize::from(section.end) && usize::from(section.start) < end)?;
+    let inside = usize::from(held.start) <= start && end <= usize::from(held.end);
+    if inside && train.data().get(start..end) == Some(piece.payload) {
+        let verdict = Verdict::dropped(DropReason::FragmentDuplicate, String::new());
+        return Some(Reassembly::Refused(DropReason::FragmentDuplicate, verdict));
+    }
+    Some(Reassembly::Refused(
+        DropReason::FragmentOverlap,
+        Verdict::FragmentOverlap,
+    ))
+}
+
+/// A whole packet from a fragment's header and the reassembled payload, written to `out`.
+fn rebuild(header: Header, protocol: IpNumber, payload: &[u8], out: &mut Vec<u8>) -> Option<()> {
+    out.clear();
     match header {
         Header::V4(h) => {
             let whole = Ipv4Header::new(
@@ -232,17 +317,17 @@ fn rebuild(header: Header, protocol: IpNumber, payload: &[u8]) -> Option<Vec<u8>
                 h.destination,
             )
             .ok()?;
-            whole.write(&mut out).ok()?;
+            out.extend_from_slice(&whole.to_bytes());
         }
         Header::V6(mut h) => {
             // The only extension header was the fragment header: the payload follows.
             h.next_header = protocol;
             h.payload_length = u16::try_from(payload.len()).ok()?;
-            h.write(&mut out).ok()?;
+            out.extend_from_slice(&h.to_bytes());
         }
     }
     out.extend_from_slice(payload);
-    Some(out)
+    Some(())
 }
 
 /// The fragments of a UDP datagram over IPv6 too big for `mtu` (smoltcp would drop it).
