@@ -251,7 +251,7 @@ fn echo_with_record_route(out: &mut Vec<u8>, src: IpAddress, request: &[u8]) -> 
     ip_header(out, (src, dst), echo.len(), options)?;
     let at = out.len();
     out.extend_from_slice(echo);
-    *out.get_mut(at)? = 0; // echo reply
+    out.get_mut(at..at + 4)?.copy_from_slice(&[0, 0, 0, 0]); // echo reply, checksum to fill
     fill_icmp_checksum(out, at, (src, dst));
     Some(())
 }

@@ -6,6 +6,7 @@ mod cookie;
 mod device;
 mod egress;
 mod entry;
+mod fragmentation;
 mod handshake;
 mod icmp;
 mod icmp_limit;

@@ -10,7 +10,7 @@ use super::handshake::Arrival;
 use super::icmp::Answer;
 use super::{ErrorCause, Inner, Verdict};
 use crate::flow::{SocketId, SocketPair};
-use crate::packet::extension::{self, Discard, Extensions};
+use crate::packet::extension::{self, Discard, Extensions, HeaderProblem};
 use crate::packet::{
     PacketInfo, QuotedFlow, Transport, TransportChecksum, classify_with, ipv4_options,
 };
@@ -64,7 +64,11 @@ impl Inner {
         };
         let info = match classify_with(packet, sum) {
             Ok(info) => info,
-            Err(err) => return Route::drop(DropReason::Malformed, err.0),
+            Err(err) => {
+                return self
+                    .unparsed_extensions(packet)
+                    .unwrap_or_else(|| Route::drop(DropReason::Malformed, err.0));
+            }
         };
         if !info.checksum_ok {
             return Route::drop(DropReason::BadChecksum, "");
@@ -77,12 +81,9 @@ impl Inner {
         if !self.is_local(info.dst) && !info.dst.is_multicast() && !self.is_broadcast(info.dst) {
             return Route::drop(DropReason::NotForUs, format!("destination {}", info.dst));
         }
-        let upper = match self.extension_headers(&info, packet) {
+        let upper = match extension_headers(&info, packet) {
             Ok(upper) => upper,
-            Err(mut route) => {
-                route.info = Some(info);
-                return self.limit_icmp_error(route);
-            }
+            Err(refusal) => return self.refuse(refusal, info),
         };
         let mut route = match (info.fragment, info.transport) {
             (Some(_), _) => Route::to(Verdict::FragmentQueued, None),
@@ -98,37 +99,48 @@ impl Inner {
         self.limit_icmp_error(route)
     }
 
-    /// The extension headers of an IPv6 packet, by RFC 8200's rules: where the upper-layer
-    /// header is (`None`: right after the fixed header), or the route that refuses it.
-    fn extension_headers(
-        &mut self,
-        info: &PacketInfo,
-        packet: &[u8],
-    ) -> Result<Option<(u8, usize)>, Route> {
-        if info.fragment.is_some() || !extension::has_extensions(packet) {
-            return Ok(None);
-        }
-        match extension::walk(packet) {
-            Extensions::Upper { protocol, start } if matches!(protocol, 6 | 17 | 58) => {
-                Ok(Some((protocol, start)))
-            }
-            Extensions::Upper { .. } => Err(Route::drop(DropReason::UnknownProtocol, "")),
-            Extensions::Discard(Discard::Option { .. }) => {
-                Err(Route::drop(DropReason::Ipv6Option, ""))
-            }
-            Extensions::Discard(Discard::Truncated | Discard::Fragment) => {
-                Err(Route::drop(DropReason::Malformed, ""))
-            }
-            Extensions::Problem(problem) => {
+    /// The route of a packet its extension headers refuse: dropped, maybe answered.
+    fn refuse(&mut self, refusal: Refusal, info: PacketInfo) -> Route {
+        let mut route = match refusal {
+            Refusal::Drop(reason) => Route::drop(reason, String::new()),
+            Refusal::Problem(problem) => {
                 let reason = match problem.kind {
                     extension::ProblemKind::Option { .. } => DropReason::Ipv6Option,
                     _ => DropReason::Ipv6Header,
                 };
                 self.meter.stats.drop(reason);
                 let verdict = Verdict::ParameterProblem(problem);
-                Err(Route::answered(verdict, Answer::ParameterProblem(problem)))
+                Route::answered(verdict, Answer::ParameterProblem(problem))
             }
+        };
+        route.info = Some(info);
+        self.limit_icmp_error(route)
+    }
+
+    /// An IPv6 packet etherparse refuses for its extension headers (a Hop-by-Hop header
+    /// that is not first) still gets the answer RFC 8200 asks for, if it is for us.
+    fn unparsed_extensions(&mut self, packet: &[u8]) -> Option<Route> {
+        if !extension::has_extensions(packet) {
+            return None;
         }
+        let header = etherparse::Ipv6HeaderSlice::from_slice(packet).ok()?;
+        let info = PacketInfo {
+            src: IpAddress::Ipv6(header.source_addr()),
+            dst: IpAddress::Ipv6(header.destination_addr()),
+            hop_limit: header.hop_limit(),
+            transport: Transport::Other(header.next_header().0),
+            fragment: None,
+            len: packet.len(),
+            checksum_ok: true,
+        };
+        let for_us = self.is_local(info.dst) || info.dst.is_multicast();
+        if self.is_bad_source(info.src) || !for_us {
+            return None;
+        }
+        let Err(refusal) = extension_headers(&info, packet) else {
+            return None;
+        };
+        Some(self.refuse(refusal, info))
     }
 
     /// ICMP: an error about one of our packets is noted; echo requests are answered (by
@@ -306,6 +318,33 @@ impl Inner {
                 smoltcp::wire::IpCidr::Ipv4(c) => c.prefix_len() < 31 && c.broadcast() == Some(a),
                 _ => false,
             })
+    }
+}
+
+/// Why a packet's IPv6 extension headers refuse it.
+enum Refusal {
+    /// Dropped, counted under this reason, unanswered.
+    Drop(DropReason),
+    /// Dropped and answered with a Parameter Problem.
+    Problem(HeaderProblem),
+}
+
+/// The extension headers of an IPv6 packet, by RFC 8200's rules: where the upper-layer
+/// header is (`None`: right after the fixed header), or why the packet is refused.
+fn extension_headers(info: &PacketInfo, packet: &[u8]) -> Result<Option<(u8, usize)>, Refusal> {
+    if info.fragment.is_some() || !extension::has_extensions(packet) {
+        return Ok(None);
+    }
+    match extension::walk(packet) {
+        Extensions::Upper { protocol, start } if matches!(protocol, 6 | 17 | 58) => {
+            Ok(Some((protocol, start)))
+        }
+        Extensions::Upper { .. } => Err(Refusal::Drop(DropReason::UnknownProtocol)),
+        Extensions::Discard(Discard::Option { .. }) => Err(Refusal::Drop(DropReason::Ipv6Option)),
+        Extensions::Discard(Discard::Truncated | Discard::Fragment) => {
+            Err(Refusal::Drop(DropReason::Malformed))
+        }
+        Extensions::Problem(problem) => Err(Refusal::Problem(problem)),
     }
 }
 

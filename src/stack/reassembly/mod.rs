@@ -10,12 +10,14 @@
 //! drop.
 
 use super::Verdict;
+use super::fragmentation::fragment_v6;
+pub(crate) use super::fragmentation::udp_v6_fragments;
 use crate::packet::FragmentKey;
 use crate::stats::DropReason;
 use etherparse::defrag::{IpDefragBuf, IpFragRange};
 use etherparse::{
-    IcmpEchoHeader, Icmpv6Type, IpFragOffset, IpNumber, Ipv4Header, Ipv6ExtensionSlice,
-    Ipv6FragmentHeader, Ipv6Header, NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
+    IcmpEchoHeader, Icmpv6Type, IpFragOffset, IpNumber, Ipv4Header, Ipv6ExtensionSlice, Ipv6Header,
+    NetSlice, PacketBuilder, SlicedPacket, TransportSlice,
 };
 use smoltcp::time::{Duration, Instant};
 use std::collections::HashMap;
@@ -216,7 +218,12 @@ fn may_be_fragment(packet: &[u8]) -> bool {
 
 /// The fragment fields of `packet`, `None` if it is not a fragment.
 fn piece_of(packet: &[u8]) -> Result<Option<Piece<'_>>, String> {
-    let sliced = SlicedPacket::from_ip(packet).map_err(|e| e.to_string())?;
+    let sliced = match SlicedPacket::from_ip(packet) {
+        Ok(sliced) => sliced,
+        // IPv6 whose extension headers etherparse refuses: the route applies RFC 8200.
+        Err(_) if packet.first().map(|b| b >> 4) == Some(6) => return Ok(None),
+        Err(err) => return Err(err.to_string()),
+    };
     match sliced.net {
         Some(NetSlice::Ipv4(ip)) if ip.is_payload_fragmented() => {
             let h = ip.header();
@@ -309,7 +316,7 @@ fn rebuild(header: Header, protocol: IpNumber, payload: &[u8], out: &mut Vec<u8>
     out.clear();
     match header {
         Header::V4(h) => {
-            let whole = Ipv4Header::new(
+            let mut whole = Ipv4Header::new(
                 u16::try_from(payload.len()).ok()?,
                 h.time_to_live,
                 protocol,
@@ -317,6 +324,7 @@ fn rebuild(header: Header, protocol: IpNumber, payload: &[u8], out: &mut Vec<u8>
                 h.destination,
             )
             .ok()?;
+            whole.header_checksum = whole.calc_header_checksum();
             out.extend_from_slice(&whole.to_bytes());
         }
         Header::V6(mut h) => {
@@ -330,154 +338,5 @@ fn rebuild(header: Header, protocol: IpNumber, payload: &[u8], out: &mut Vec<u8>
     Some(())
 }
 
-/// The fragments of a UDP datagram over IPv6 too big for `mtu` (smoltcp would drop it).
-pub(crate) fn udp_v6_fragments(
-    (src, sport): (std::net::Ipv6Addr, u16),
-    (dst, dport): (std::net::Ipv6Addr, u16),
-    payload: &[u8],
-    mtu: usize,
-    id: u32,
-) -> Option<Vec<Vec<u8>>> {
-    let mut packet = Vec::with_capacity(payload.len() + 48);
-    PacketBuilder::ipv6(src.octets(), dst.octets(), 64)
-        .udp(sport, dport)
-        .write(&mut packet, payload)
-        .ok()?;
-    fragment_v6(&packet, mtu, id)
-}
-
-/// Splits a whole IPv6 packet (no extension headers) into fragments that fit `mtu`.
-fn fragment_v6(packet: &[u8], mtu: usize, id: u32) -> Option<Vec<Vec<u8>>> {
-    let (header, body) = etherparse::Ipv6Header::from_slice(packet).ok()?;
-    let chunk = (mtu.checked_sub(Ipv6Header::LEN + Ipv6FragmentHeader::LEN)? / 8) * 8;
-    if chunk == 0 {
-        return None;
-    }
-    let mut fragments = Vec::new();
-    for (i, part) in body.chunks(chunk).enumerate() {
-        let offset = IpFragOffset::try_new(u16::try_from(i * chunk / 8).ok()?).ok()?;
-        let more = (i + 1) * chunk < body.len();
-        let frag = Ipv6FragmentHeader::new(header.next_header, offset, more, id);
-        let mut h = header.clone();
-        h.next_header = IpNumber::IPV6_FRAGMENTATION_HEADER;
-        h.payload_length = u16::try_from(Ipv6FragmentHeader::LEN + part.len()).ok()?;
-        let mut out = Vec::with_capacity(Ipv6Header::LEN + Ipv6FragmentHeader::LEN + part.len());
-        h.write(&mut out).ok()?;
-        out.extend_from_slice(&frag.to_bytes());
-        out.extend_from_slice(part);
-        fragments.push(out);
-    }
-    Some(fragments)
-}
-
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    fn udp6(payload_len: usize) -> Vec<u8> {
-        let payload: Vec<u8> = (0..payload_len).map(|i| i as u8).collect();
-        let mut packet = Vec::new();
-        PacketBuilder::ipv6(
-            [0xfd, 0x69, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1],
-            [0xfd, 0x69, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
-            64,
-        )
-        .udp(5000, 7)
-        .write(&mut packet, &payload)
-        .unwrap();
-        packet
-    }
-
-    #[test]
-    fn our_ipv6_fragments_reassemble_to_the_original_in_any_order() {
-        let whole = udp6(4000);
-        let mut fragments = fragment_v6(&whole, 1500, 9).unwrap();
-        assert_eq!(fragments.len(), 3);
-        assert!(fragments.iter().all(|f| f.len() <= 1500));
-        fragments.reverse();
-        let mut r = Reassembler::new(Duration::from_secs(10));
-        let now = Instant::ZERO;
-        assert!(matches!(r.push(now, &fragments[0]), Reassembly::Queued));
-        assert!(matches!(r.push(now, &fragments[1]), Reassembly::Queued));
-        match r.push(now, &fragments[2]) {
-            Reassembly::Complete(packet) => assert_eq!(packet, whole),
-            _ => panic!("not reassembled"),
-        }
-        assert!(r.trains.is_empty());
-    }
-
-    #[test]
-    fn the_quick_check_never_misses_a_fragment() {
-        let whole = udp6(4000);
-        for f in fragment_v6(&whole, 1500, 3).unwrap() {
-            assert!(may_be_fragment(&f));
-        }
-        assert!(!may_be_fragment(&udp6(10)));
-        let mut v4 = Vec::new();
-        PacketBuilder::ipv4([1, 2, 3, 4], [5, 6, 7, 8], 64)
-            .udp(1, 2)
-            .write(&mut v4, &[0; 8])
-            .unwrap();
-        assert!(!may_be_fragment(&v4));
-        v4[6] |= 0x20; // MF
-        assert!(may_be_fragment(&v4));
-        let mut r = Reassembler::new(Duration::from_secs(10));
-        assert!(
-            matches!(r.push(Instant::ZERO, &v4), Reassembly::Invalid(_)),
-            "header sum is now wrong"
-        );
-        v4[6] = 0;
-        v4[7] = 1; // offset 8
-        assert!(may_be_fragment(&v4));
-        assert!(!may_be_fragment(&[]));
-    }
-
-    #[test]
-    fn whole_packets_pass_and_trains_are_bounded_and_expire() {
-        let mut r = Reassembler::new(Duration::from_secs(10));
-        assert!(matches!(
-            r.push(Instant::ZERO, &udp6(10)),
-            Reassembly::Whole
-        ));
-        for id in 0..(MAX_TRAINS as u32 * 3) {
-            let first = fragment_v6(&udp6(3000), 1500, id).unwrap().remove(0);
-            assert!(matches!(r.push(Instant::ZERO, &first), Reassembly::Queued));
-        }
-        assert_eq!(r.trains.len(), MAX_TRAINS);
-        let late = fragment_v6(&udp6(3000), 1500, 1_000_000).unwrap().remove(0);
-        r.push(Instant::from_secs(11), &late);
-        assert_eq!(r.trains.len(), 1, "expired trains must be forgotten");
-    }
-
-    #[test]
-    fn big_echo_request_gets_a_fragmented_reply() {
-        let mut request = Vec::new();
-        PacketBuilder::ipv6([1; 16], [2; 16], 64)
-            .icmpv6_echo_request(7, 1)
-            .write(&mut request, &[0xab; 3000])
-            .unwrap();
-        let mut r = Reassembler::new(Duration::from_secs(10));
-        let fragments = r.echo_reply_fragments(&request, 1500).unwrap();
-        assert_eq!(fragments.len(), 3);
-        let mut whole = None;
-        for f in &fragments {
-            if let Reassembly::Complete(p) = r.push(Instant::ZERO, f) {
-                whole = Some(p);
-            }
-        }
-        let whole = whole.expect("reply reassembles");
-        let sliced = SlicedPacket::from_ip(&whole).unwrap();
-        let Some(TransportSlice::Icmpv6(icmp)) = sliced.transport else {
-            panic!("not icmpv6");
-        };
-        assert!(matches!(
-            icmp.icmp_type(),
-            Icmpv6Type::EchoReply(IcmpEchoHeader { id: 7, seq: 1 })
-        ));
-        assert_eq!(icmp.payload(), &[0xab; 3000][..]);
-        assert!(
-            r.echo_reply_fragments(&udp6(3000), 1500).is_none(),
-            "only echo requests"
-        );
-    }
-}
+mod tests;
