@@ -232,7 +232,11 @@ fn rfc8200_4_4_routing_header_type_0_with_segments_left_0_is_ignored() {
 #[test]
 fn rfc8200_4_4_routing_header_with_segments_left_1_gets_parameter_problem_code_0() {
     let mut host = Host::new();
-    let datagram = udp_with(&[(ROUTING, routing_header(1))], US6);
+    // As a sender makes it: the UDP checksum covers the final destination (RFC 8200 §8.1).
+    let final_destination = [0x20, 1, 0xd, 0xb8, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 9];
+    let plain = udp6(PEER6, final_destination, (40000, 7), b"options");
+    let mut datagram = with_extensions(&plain, &[(ROUTING, routing_header(1))]);
+    datagram[24..40].copy_from_slice(&US6);
     let code = ParameterProblemCode::ErroneousHeaderField;
     let problem = parameter_problem(code, 42, &datagram);
     assert_eq!(host.send(datagram), [problem]);

@@ -70,7 +70,10 @@ impl Inner {
                     .unwrap_or_else(|| Route::drop(DropReason::Malformed, err.0));
             }
         };
-        if !info.checksum_ok {
+        // With extension headers, those come first: a Routing header's final destination
+        // is what the transport checksum covers (RFC 8200 §8.1).
+        let extensions = extension::has_extensions(packet);
+        if !info.checksum_ok && !extensions {
             return Route::drop(DropReason::BadChecksum, "");
         }
         // No check of the TTL: a host MUST NOT discard a datagram for TTL < 2
@@ -85,6 +88,9 @@ impl Inner {
             Ok(upper) => upper,
             Err(refusal) => return self.refuse(refusal, info),
         };
+        if !info.checksum_ok {
+            return Route::drop(DropReason::BadChecksum, "");
+        }
         let mut route = match (info.fragment, info.transport) {
             (Some(_), _) => Route::to(Verdict::FragmentQueued, None),
             (None, Transport::Tcp { .. }) => self.route_tcp(&info, packet, caps),
