@@ -192,8 +192,8 @@ fn ping_allocates_nothing_per_echo() {
     );
 }
 
-/// A UDP datagram over IPv6 from `src` to `dport`, behind `extensions` (one header whose
-/// first byte, its Next Header, is its own type here), with room for the answer.
+/// A UDP datagram over IPv6 from `src` to `dport`, with room for the answer, behind one
+/// extension header given as its type followed by its bytes after the Next Header field.
 fn datagram(src: [u8; 16], dport: u16, extensions: &[u8]) -> Vec<u8> {
     let mut plain = Vec::new();
     etherparse::PacketBuilder::ipv6(

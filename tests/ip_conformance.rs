@@ -223,6 +223,17 @@ fn rfc8200_4_2_unknown_option_with_action_11_gets_parameter_problem_unless_multi
 }
 
 #[test]
+fn rfc4443_2_4_e_no_parameter_problem_about_an_icmpv6_error() {
+    let mut host = Host::new();
+    let quoted = udp6(US6, PEER6, (7, 40000), b"x");
+    let error = port_unreachable6(PEER6, US6, &quoted);
+    let option = vec![0, 0, 0x9e, 4, 1, 2, 3, 4];
+    let error = with_extensions(&error, &[(DESTINATION_OPTIONS, option)]);
+    assert!(host.send(error).is_empty());
+    assert_eq!(host.verdicts(), ["ipv6-option -> dropped"]);
+}
+
+#[test]
 fn rfc8200_4_4_routing_header_type_0_with_segments_left_0_is_ignored() {
     let mut host = Host::new();
     let datagram = udp_with(&[(ROUTING, routing_header(0))], US6);

@@ -168,6 +168,26 @@ pub fn walk(packet: &[u8]) -> Extensions {
     Extensions::Discard(Discard::Truncated)
 }
 
+/// True if the upper-layer message of the IPv6 `packet`, past any extension headers, is
+/// an ICMPv6 error (type below 128): never answered with another (RFC 4443 §2.4(e.1)).
+pub fn carries_icmpv6_error(packet: &[u8]) -> bool {
+    let (mut next, mut at) = (packet.get(6).copied(), IPV6_HEADER_LEN);
+    while let Some(kind) = next {
+        let len = match kind {
+            58 => return packet.get(at).is_some_and(|t| *t < 128),
+            FRAGMENT => 8,
+            HOP_BY_HOP | ROUTING | DESTINATION_OPTIONS => match packet.get(at + 1) {
+                Some(&units) => (usize::from(units) + 1) * 8,
+                None => return false,
+            },
+            _ => return false,
+        };
+        next = packet.get(at).copied();
+        at += len;
+    }
+    false
+}
+
 fn problem(kind: ProblemKind, pointer: usize) -> Extensions {
     Extensions::Problem(HeaderProblem {
         kind,
@@ -365,6 +385,18 @@ mod tests {
             walk(&packet(44, 0xfd, &with_udp(&first))),
             Extensions::Discard(Discard::Fragment)
         );
+    }
+
+    #[test]
+    fn an_icmpv6_error_behind_extension_headers_is_found() {
+        let dest = [58, 0, 0x9e, 4, 1, 2, 3, 4];
+        let mut rest = dest.to_vec();
+        rest.extend_from_slice(&[1, 4, 0, 0, 0, 0, 0, 0]); // destination unreachable
+        assert!(carries_icmpv6_error(&packet(60, 0xfd, &rest)));
+        rest[8] = 128; // echo request
+        assert!(!carries_icmpv6_error(&packet(60, 0xfd, &rest)));
+        assert!(!carries_icmpv6_error(&packet(60, 0xfd, &with_udp(&dest))));
+        assert!(!carries_icmpv6_error(&packet(60, 0xfd, &dest[..4])));
     }
 
     #[test]

@@ -86,7 +86,7 @@ impl Inner {
         }
         let upper = match extension_headers(&info, packet) {
             Ok(upper) => upper,
-            Err(refusal) => return self.refuse(refusal, info),
+            Err(refusal) => return self.refuse(refusal, info, packet),
         };
         if !info.checksum_ok {
             return Route::drop(DropReason::BadChecksum, "");
@@ -106,7 +106,7 @@ impl Inner {
     }
 
     /// The route of a packet its extension headers refuse: dropped, maybe answered.
-    fn refuse(&mut self, refusal: Refusal, info: PacketInfo) -> Route {
+    fn refuse(&mut self, refusal: Refusal, info: PacketInfo, packet: &[u8]) -> Route {
         let mut route = match refusal {
             Refusal::Drop(reason) => Route::drop(reason, String::new()),
             Refusal::Problem(problem) => {
@@ -114,6 +114,9 @@ impl Inner {
                     extension::ProblemKind::Option { .. } => DropReason::Ipv6Option,
                     _ => DropReason::Ipv6Header,
                 };
+                if extension::carries_icmpv6_error(packet) {
+                    return Route::drop(reason, String::new());
+                }
                 self.meter.stats.drop(reason);
                 let verdict = Verdict::ParameterProblem(problem);
                 Route::answered(verdict, Answer::ParameterProblem(problem))
@@ -146,7 +149,7 @@ impl Inner {
         let Err(refusal) = extension_headers(&info, packet) else {
             return None;
         };
-        Some(self.refuse(refusal, info))
+        Some(self.refuse(refusal, info, packet))
     }
 
     /// ICMP: an error about one of our packets is noted; echo requests are answered (by
