@@ -230,7 +230,7 @@ pub(crate) struct UdpEntry {
     pub error: Option<ErrorCause>,
 }
 
-/// Why a TCP connection ended abnormally.
+/// Why a TCP connection ended abnormally, or what a connected UDP socket was told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorCause {
     Reset,

@@ -78,6 +78,29 @@ impl Reassembler {
         }
     }
 
+    /// Starts the train `key` unless it is under way, evicting the oldest if there are
+    /// too many.
+    fn open_train(&mut self, now: Instant, key: FragmentKey) {
+        if self.trains.contains_key(&key) {
+            return;
+        }
+        if self.trains.len() >= MAX_TRAINS {
+            let oldest = self
+                .trains
+                .iter()
+                .min_by_key(|(_, (_, at))| *at)
+                .map(|(k, _)| *k);
+            if let Some(train) = oldest.and_then(|oldest| self.trains.remove(&oldest)) {
+                self.give_back(train.0);
+                log::debug!("reassembly: too many trains, dropped the oldest");
+            }
+        }
+        let data = self.spare.pop().unwrap_or_default();
+        let sections = self.spare_sections.pop().unwrap_or_default();
+        let train = IpDefragBuf::new(IpNumber(key.protocol), data, sections);
+        self.trains.insert(key, (train, now));
+    }
+
     /// Takes back the buffer of a [`Reassembly::Complete`] packet.
     pub fn recycle(&mut self, mut buffer: Vec<u8>) {
         if self.spare.len() < SPARE_BUFFERS {
@@ -106,24 +129,7 @@ impl Reassembler {
             Err(why) => return Reassembly::Invalid(why),
         };
         self.expire(now);
-        if !self.trains.contains_key(&piece.key) && self.trains.len() >= MAX_TRAINS {
-            let oldest = self
-                .trains
-                .iter()
-                .min_by_key(|(_, (_, at))| *at)
-                .map(|(k, _)| *k);
-            if let Some(train) = oldest.and_then(|oldest| self.trains.remove(&oldest)) {
-                self.give_back(train.0);
-                log::debug!("reassembly: too many trains, dropped the oldest");
-            }
-        }
-        if !self.trains.contains_key(&piece.key) {
-            let protocol = IpNumber(piece.key.protocol);
-            let data = self.spare.pop().unwrap_or_default();
-            let sections = self.spare_sections.pop().unwrap_or_default();
-            let train = IpDefragBuf::new(protocol, data, sections);
-            self.trains.insert(piece.key, (train, now));
-        }
+        self.open_train(now, piece.key);
         let Some((train, _)) = self.trains.get_mut(&piece.key) else {
             return Reassembly::Queued;
         };
@@ -248,38 +254,41 @@ fn piece_of(packet: &[u8]) -> Result<Option<Piece<'_>>, String> {
                 header: Header::V4(h.to_header()),
             }))
         }
-        Some(NetSlice::Ipv6(ip)) if ip.is_payload_fragmented() => {
-            let h = ip.header();
-            if h.next_header() != IpNumber::IPV6_FRAGMENTATION_HEADER {
-                return Err("ipv6 fragment behind other extension headers".into());
-            }
-            let Some(frag) = ip
-                .extensions()
-                .clone()
-                .into_iter()
-                .find_map(|ext| match ext {
-                    Ipv6ExtensionSlice::Fragment(f) => Some(f.to_header()),
-                    _ => None,
-                })
-            else {
-                return Err("ipv6 fragment header missing".into());
-            };
-            let protocol = ip.payload().ip_number.0;
-            Ok(Some(Piece {
-                key: key(
-                    h.source().into(),
-                    h.destination().into(),
-                    protocol,
-                    frag.identification,
-                ),
-                offset: frag.fragment_offset,
-                more: frag.more_fragments,
-                payload: ip.payload().payload,
-                header: Header::V6(h.to_header()),
-            }))
-        }
+        Some(NetSlice::Ipv6(ip)) if ip.is_payload_fragmented() => piece_of_v6(&ip),
         _ => Ok(None),
     }
+}
+
+/// The fragment fields of a fragmented IPv6 packet.
+fn piece_of_v6<'a>(ip: &etherparse::Ipv6Slice<'a>) -> Result<Option<Piece<'a>>, String> {
+    let h = ip.header();
+    if h.next_header() != IpNumber::IPV6_FRAGMENTATION_HEADER {
+        return Err("ipv6 fragment behind other extension headers".into());
+    }
+    let Some(frag) = ip
+        .extensions()
+        .clone()
+        .into_iter()
+        .find_map(|ext| match ext {
+            Ipv6ExtensionSlice::Fragment(f) => Some(f.to_header()),
+            _ => None,
+        })
+    else {
+        return Err("ipv6 fragment header missing".into());
+    };
+    let protocol = ip.payload().ip_number.0;
+    Ok(Some(Piece {
+        key: key(
+            h.source().into(),
+            h.destination().into(),
+            protocol,
+            frag.identification,
+        ),
+        offset: frag.fragment_offset,
+        more: frag.more_fragments,
+        payload: ip.payload().payload,
+        header: Header::V6(h.to_header()),
+    }))
 }
 
 fn key(src: std::net::IpAddr, dst: std::net::IpAddr, protocol: u8, id: u32) -> FragmentKey {
