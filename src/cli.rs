@@ -124,6 +124,22 @@ pub struct StackArgs {
     /// Fault injection: deliver this percentage of inbound packets twice.
     #[arg(long = "duplicate", default_value_t = 0, value_name = "PCT", value_parser = clap::value_parser!(u8).range(0..=100))]
     pub duplicate_pct: u8,
+    /// ICMP errors (port unreachable, parameter problem) sent per second to all
+    /// destinations together, in bursts of up to --icmp-msgs-burst (Linux's
+    /// net.ipv4.icmp_msgs_per_sec). 0 = no overall limit. Echo replies are never limited.
+    #[arg(long, default_value_t = 1000, value_name = "N")]
+    pub icmp_msgs_per_sec: u32,
+    /// The overall ICMP error burst (Linux's net.ipv4.icmp_msgs_burst).
+    #[arg(long, default_value_t = 50, value_name = "N")]
+    pub icmp_msgs_burst: u32,
+    /// Per destination, one ICMP error per this many milliseconds, up to 6 at once
+    /// (Linux's net.ipv4.icmp_ratelimit). 0 = no per-destination limit.
+    #[arg(long, default_value_t = 1000, value_name = "MS")]
+    pub icmp_ratelimit_ms: u64,
+    /// Answer pings sent to a broadcast or multicast address (Linux ignores them by
+    /// default: net.ipv4.icmp_echo_ignore_broadcasts = 1).
+    #[arg(long)]
+    pub echo_broadcast: bool,
     /// Seed for fault injection, so a run can be repeated exactly (0 to 2^64-1).
     #[arg(long, default_value_t = 1, value_name = "N",
           value_parser = parse_seed, allow_negative_numbers = true)]

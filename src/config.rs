@@ -86,6 +86,20 @@ pub struct StackConfig {
     /// Seed for ISNs, port choice and the SYN-cookie key; fixed in tests for reproducible
     /// runs, random in the binary (a known seed lets anyone forge SYN cookies).
     pub random_seed: u64,
+    /// ICMP errors (port unreachable, parameter problem) the stack sends per second to all
+    /// destinations together: a token bucket refilled at this rate, holding at most
+    /// `icmp_msgs_burst` (Linux's `net.ipv4.icmp_msgs_per_sec`, 1000). 0: no overall limit.
+    /// Echo replies are never limited.
+    pub icmp_msgs_per_sec: u32,
+    /// The overall bucket's size (Linux's `net.ipv4.icmp_msgs_burst`, 50).
+    pub icmp_msgs_burst: u32,
+    /// Per destination: one ICMP error per this interval, up to 6 in a burst (Linux's
+    /// `net.ipv4.icmp_ratelimit`, 1 s, and its burst factor). Zero: no per-destination limit.
+    pub icmp_ratelimit: Duration,
+    /// Answer echo requests sent to a broadcast or multicast address. Off by default, like
+    /// Linux (`net.ipv4.icmp_echo_ignore_broadcasts = 1`): one ping would get an answer from
+    /// every host of the subnet (a smurf amplifier).
+    pub echo_broadcast: bool,
 }
 
 impl Default for StackConfig {
@@ -103,6 +117,10 @@ impl Default for StackConfig {
             tcp_timeout: Duration::from_secs(60),
             reassembly_timeout: Duration::from_secs(10),
             random_seed: 0x7475_6e73_7461_636b,
+            icmp_msgs_per_sec: 1000,
+            icmp_msgs_burst: 50,
+            icmp_ratelimit: Duration::from_secs(1),
+            echo_broadcast: false,
         }
     }
 }

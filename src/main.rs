@@ -65,6 +65,10 @@ fn open(args: &StackArgs) -> tunstack::Result<(TunDevice, Stack)> {
     config.addresses = addresses;
     config.mtu = mtu;
     config.random_seed = os_random_seed();
+    config.icmp_msgs_per_sec = args.icmp_msgs_per_sec;
+    config.icmp_msgs_burst = args.icmp_msgs_burst;
+    config.icmp_ratelimit = Duration::from_millis(args.icmp_ratelimit_ms);
+    config.echo_broadcast = args.echo_broadcast;
     let stack = Stack::try_new(config, &mut device, Instant::ZERO)?;
     install_observers(args, &stack)?;
     Ok((device, stack))

@@ -15,8 +15,6 @@ pub enum DropReason {
     NotForUs,
     /// Source is unspecified, multicast, broadcast or one of ours.
     BadSource,
-    /// TTL / hop limit of zero.
-    TtlZero,
     /// The listener's accept queue is full.
     BacklogFull,
     /// A half-open connection evicted to make room in a full SYN queue (only with SYN
@@ -28,21 +26,39 @@ pub enum DropReason {
     UdpBufferFull,
     /// A protocol the stack does not speak.
     UnknownProtocol,
+    /// A fragment that overlaps another of its train: the whole train is discarded
+    /// (RFC 5722 §4, RFC 8200 §4.5; RFC 1858 §4 for IPv4).
+    FragmentOverlap,
+    /// A fragment that repeats, byte for byte, what its train already holds.
+    FragmentDuplicate,
+    /// An IPv6 option the stack does not know whose action bits say discard (RFC 8200
+    /// §4.2): silently (01; 11 to a multicast address) or with a Parameter Problem.
+    Ipv6Option,
+    /// An IPv6 extension header a host refuses, answered with a Parameter Problem: a
+    /// Routing header with segments left, a Hop-by-Hop header that is not first.
+    Ipv6Header,
+    /// An echo request to a broadcast or multicast address, ignored like Linux's
+    /// `icmp_echo_ignore_broadcasts` (see [`StackConfig::echo_broadcast`](crate::StackConfig::echo_broadcast)).
+    BroadcastEcho,
 }
 
 impl DropReason {
     /// All reasons, in display order.
-    pub const ALL: [DropReason; 10] = [
+    pub const ALL: [DropReason; 14] = [
         DropReason::Malformed,
         DropReason::BadChecksum,
         DropReason::NotForUs,
         DropReason::BadSource,
-        DropReason::TtlZero,
         DropReason::BacklogFull,
         DropReason::SynQueueEvicted,
         DropReason::BadCookie,
         DropReason::UdpBufferFull,
         DropReason::UnknownProtocol,
+        DropReason::FragmentOverlap,
+        DropReason::FragmentDuplicate,
+        DropReason::Ipv6Option,
+        DropReason::Ipv6Header,
+        DropReason::BroadcastEcho,
     ];
 
     /// Short name used in logs and the socket table.
@@ -52,12 +68,16 @@ impl DropReason {
             DropReason::BadChecksum => "bad-checksum",
             DropReason::NotForUs => "not-for-us",
             DropReason::BadSource => "bad-source",
-            DropReason::TtlZero => "ttl-zero",
             DropReason::BacklogFull => "backlog-full",
             DropReason::SynQueueEvicted => "syn-queue-evicted",
             DropReason::BadCookie => "bad-cookie",
             DropReason::UdpBufferFull => "udp-buffer-full",
             DropReason::UnknownProtocol => "unknown-protocol",
+            DropReason::FragmentOverlap => "fragment-overlap",
+            DropReason::FragmentDuplicate => "fragment-duplicate",
+            DropReason::Ipv6Option => "ipv6-option",
+            DropReason::Ipv6Header => "ipv6-header",
+            DropReason::BroadcastEcho => "broadcast-echo",
         }
     }
 }
@@ -82,8 +102,13 @@ pub struct Stats {
     pub tcp_reaped: u64,
     /// Segments answered with RST because no socket wanted them.
     pub rst_sent: u64,
-    /// ICMP errors that aborted a connection attempt.
+    /// ICMP errors that aborted a connection attempt or reached a connected UDP socket.
     pub icmp_errors: u64,
+    /// ICMP errors the stack sent (port unreachable, parameter problem).
+    pub icmp_errors_sent: u64,
+    /// ICMP errors the stack did not send because of the rate limit (RFC 4443 §2.4(f),
+    /// RFC 1812 §4.3.2.8; see [`StackConfig::icmp_msgs_per_sec`](crate::StackConfig::icmp_msgs_per_sec)).
+    pub icmp_rate_limited: u64,
     /// TCP segments sent again (a sequence range this socket had sent before).
     pub tcp_retransmits: u64,
     /// Holes the peer's SACK blocks showed, which smoltcp alone would have left to the
@@ -108,7 +133,7 @@ pub struct Stats {
     /// Connections made from an ACK that returned a valid cookie.
     pub syn_cookies_accepted: u64,
     /// Drops, indexed like [`DropReason::ALL`].
-    pub drops: [u64; 10],
+    pub drops: [u64; DropReason::ALL.len()],
 }
 
 impl Stats {
@@ -163,6 +188,11 @@ impl fmt::Display for Stats {
             f,
             "syn cookies: sent {}, accepted {}",
             self.syn_cookies_sent, self.syn_cookies_accepted
+        )?;
+        writeln!(
+            f,
+            "icmp errors out: sent {}, rate-limited {}",
+            self.icmp_errors_sent, self.icmp_rate_limited
         )?;
         write!(f, "drops:")?;
         for (reason, count) in DropReason::ALL.iter().zip(self.drops) {

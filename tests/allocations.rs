@@ -191,3 +191,71 @@ fn ping_allocates_nothing_per_echo() {
         "{total} allocations in {ROUNDS} pings after warm-up"
     );
 }
+
+/// A UDP datagram over IPv6 from `src` to `dport`, with room for the answer, behind one
+/// extension header given as its type followed by its bytes after the Next Header field.
+fn datagram(src: [u8; 16], dport: u16, extensions: &[u8]) -> Vec<u8> {
+    let mut plain = Vec::new();
+    etherparse::PacketBuilder::ipv6(
+        src,
+        [0xfd, 0x69, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 2],
+        64,
+    )
+    .udp(40000, dport)
+    .write(&mut plain, b"x")
+    .unwrap();
+    let mut packet = Vec::with_capacity(1500);
+    packet.extend_from_slice(&plain[..40]);
+    if let Some(&first) = extensions.first() {
+        packet[6] = first;
+        packet.extend_from_slice(&[17]);
+        packet.extend_from_slice(&extensions[1..]);
+    }
+    packet.extend_from_slice(&plain[40..]);
+    let len = (packet.len() - 40) as u16;
+    packet[4..6].copy_from_slice(&len.to_be_bytes());
+    packet
+}
+
+#[test]
+fn icmp_errors_their_rate_limit_and_extension_headers_allocate_nothing() {
+    let (mut link, peer) = MemoryLink::pair(1500);
+    let stack = Stack::new(StackConfig::default(), &mut link, Instant::ZERO);
+    let mut echo = tunstack::app::EchoServer::bind(&stack, addr("::", 7), 8).unwrap();
+    let mut ready = Vec::with_capacity(64);
+    let host = |last: u8| [0xfd, 0x69, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 1, last];
+    // Destination Options (60) with a PadN: taken out before smoltcp sees the datagram.
+    let options = [60, 0, 1, 4, 0, 0, 0, 0];
+    let (mut total, mut answers) = (0, 0);
+    for round in 0..WARM_UP + ROUNDS {
+        // Errors to ever new hosts go out (one a millisecond); to one host, most are limited.
+        peer.send_raw(datagram(host(round as u8), 9, &[]));
+        peer.send_raw(datagram(host(0), 9, &[]));
+        peer.send_raw(datagram(host(0), 7, &options));
+        let now = Instant::from_millis(round as i64);
+        let allocations = counted(|| {
+            stack.poll(now, &mut link);
+            stack.take_ready(&mut ready);
+            echo.on_ready(&ready);
+            ready.clear();
+            stack.poll(now, &mut link);
+        })
+        .1;
+        if round >= WARM_UP {
+            total += allocations;
+        }
+        while peer.recv_raw().is_some() {
+            answers += 1;
+        }
+    }
+    let stats = stack.stats();
+    assert!(stats.icmp_rate_limited >= ROUNDS as u64, "{stats}");
+    assert!(
+        answers >= 2 * (WARM_UP + ROUNDS) - 10,
+        "echoes and errors: {answers}"
+    );
+    assert_eq!(
+        total, 0,
+        "{total} allocations in {ROUNDS} rounds of ICMP errors and extension headers"
+    );
+}

@@ -1,6 +1,7 @@
 //! `tunstack connect` — the stack as a client — against real servers on the host side of
 //! the TUN (`nc -l`, `socat`), in a private namespace: 1 MiB byte-identical both ways over
-//! IPv4 and IPv6, a UDP exchange with sendto/recvfrom, and a prompt "connection refused".
+//! IPv4 and IPv6, a UDP exchange with sendto/recvfrom, and a prompt "connection refused"
+//! for TCP (RST) and UDP (ICMP port unreachable).
 
 mod common;
 
@@ -198,5 +199,43 @@ fn connect_to_a_closed_port_reports_refused_promptly() {
         );
         assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(took < Duration::from_secs(2), "refusal took {took:?}");
+    }
+}
+
+#[test]
+fn udp_connect_to_a_closed_port_reports_refused_promptly() {
+    if !require_root("connect-udp-refused") {
+        return;
+    }
+    let netns = Netns::new("connect-udp-refused");
+    let dir = TempDir::new("connect-udp-refused");
+    let input = dir.file("in");
+    std::fs::write(&input, "anyone there?\n").unwrap();
+    for host in ["192.168.69.1", "fd69::1"] {
+        let started = Instant::now();
+        // -w 30: only the host's port unreachable can end it this soon.
+        let client = connect(
+            &netns,
+            &["-u", "-w", "30", host, "9"],
+            &input,
+            &dir.file("out"),
+        );
+        let took = started.elapsed();
+        let stderr = String::from_utf8_lossy(&client.stderr);
+        assert_eq!(
+            client.status.code(),
+            Some(1),
+            "exit status:\n{}",
+            describe(&client)
+        );
+        assert!(
+            stderr.contains("connection refused"),
+            "stderr must say why:\n{stderr}"
+        );
+        assert!(!stderr.contains("panicked"), "{stderr}");
+        assert!(
+            took < Duration::from_secs(5),
+            "refusal took {took:?}: the port unreachable did not end it"
+        );
     }
 }

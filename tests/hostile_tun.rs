@@ -19,6 +19,9 @@ mod crafted;
 /// Cases 3, 5, 8, 11: SYN flood, fragment trains, ping -f and large pings, UDP flood.
 #[path = "hostile/floods.rs"]
 mod floods;
+/// Case 15: the IP rules a host keeps (issue 14) and the ICMP error rate limit.
+#[path = "hostile/ip_rules.rs"]
+mod ip_rules;
 /// Cases 4, 12: more clients than the backlog, peers that stop reading, vanish or idle.
 #[path = "hostile/misbehaving.rs"]
 mod misbehaving;

@@ -67,6 +67,8 @@ impl ConnectClient {
             IpAddr::V6(_) => IpAddr::V6(Ipv6Addr::UNSPECIFIED),
         };
         let socket = UdpSocket::bind(stack, SocketAddr::new(any, 0))?;
+        // Connected, like `nc -u`: a port unreachable back ends the session as refused.
+        socket.connect(remote)?;
         log::info!("connect: udp {} -> {remote}", socket.local_addr());
         let mut client = ConnectClient::new(Transport::Udp { socket }, remote, output);
         client.linger = linger;

@@ -1,8 +1,12 @@
 //! Packet classification: turns untrusted IP bytes into a [`PacketInfo`] (addresses, ports,
 //! TCP flags, fragment identity, checksum validity) with etherparse's checked parsers.
 //! The flow table, the counters and the packet trace all read this one description.
-//! `segment` builds and rewrites the few TCP segments the stack makes itself (SYN cookies).
+//! `segment` builds and rewrites the few TCP segments the stack makes itself (SYN cookies);
+//! `extension` walks IPv6 extension headers and `ipv4_options` finds IPv4 options, by the
+//! rules a host keeps.
 
+pub mod extension;
+pub(crate) mod ipv4_options;
 mod segment;
 mod transport;
 

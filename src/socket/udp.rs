@@ -1,5 +1,9 @@
 //! UDP: one connectionless socket per `<ip, port>`. Every datagram carries where it came
-//! from ([`UdpSocket::recv_from`]) and where it goes ([`UdpSocket::send_to`]).
+//! from ([`UdpSocket::recv_from`]) and where it goes ([`UdpSocket::send_to`]). A socket
+//! [`connect`](UdpSocket::connect)ed to one peer hears only from it, and is told, like a
+//! connected Linux socket, of an ICMP unreachable about a datagram it sent there: the next
+//! `recv_from`, `send_to` or [`take_error`](UdpSocket::take_error) returns the error once
+//! (`ConnectionRefused` for port unreachable).
 
 use super::tcp::listen_endpoint_of;
 use crate::error::{Error, Result};
@@ -53,6 +57,8 @@ impl UdpSocket {
         let id = inner.insert(EntryKind::Udp(UdpEntry {
             socket: Some(socket),
             endpoint,
+            peer: None,
+            error: None,
         }));
         if !inner.flows.insert_udp(endpoint, id) {
             inner.sockets.remove(id.0);
@@ -69,8 +75,29 @@ impl UdpSocket {
         })
     }
 
-    /// Queues one datagram to `target`. `WouldBlock` when the send buffer is full.
+    /// Connects the socket to `peer` (no packet is sent): from now on it takes datagrams
+    /// from `peer` only, and reports ICMP errors about datagrams it sent to `peer`.
+    pub fn connect(&self, peer: SocketAddr) -> Result<()> {
+        let mut inner = self.stack.inner();
+        let entry = udp_entry(&mut inner, self.id)?;
+        entry.peer = Some(IpEndpoint::from(peer));
+        entry.error = None;
+        Ok(())
+    }
+
+    /// The pending ICMP error of a connected socket, if any; taking it clears it.
+    pub fn take_error(&self) -> Option<Error> {
+        let mut inner = self.stack.inner();
+        let entry = udp_entry(&mut inner, self.id).ok()?;
+        entry.error.take().map(|cause| cause.to_error(false))
+    }
+
+    /// Queues one datagram to `target`. `WouldBlock` when the send buffer is full; a
+    /// pending ICMP error of a connected socket instead, once.
     pub fn send_to(&self, buf: &[u8], target: SocketAddr) -> Result<usize> {
+        if let Some(err) = self.take_error() {
+            return Err(err);
+        }
         let mut inner = self.stack.inner();
         match inner.send_udp_v6_fragmented(self.id, self.endpoint, target, buf) {
             Ok(true) => return Ok(buf.len()),
@@ -103,8 +130,12 @@ impl UdpSocket {
         }
     }
 
-    /// Takes the oldest datagram: its length (truncated to `buf`, like `recvfrom`) and sender.
+    /// Takes the oldest datagram: its length (truncated to `buf`, like `recvfrom`) and
+    /// sender. A pending ICMP error of a connected socket comes first, once.
     pub fn recv_from(&self, buf: &mut [u8]) -> Result<(usize, SocketAddr)> {
+        if let Some(err) = self.take_error() {
+            return Err(err);
+        }
         let mut inner = self.stack.inner();
         let socket = udp_socket(&mut inner, self.id)?;
         match socket.recv() {
@@ -128,12 +159,18 @@ impl UdpSocket {
     }
 }
 
-fn udp_socket(inner: &mut Inner, id: SocketId) -> Result<&mut udp::Socket<'static>> {
+fn udp_entry(inner: &mut Inner, id: SocketId) -> Result<&mut UdpEntry> {
     inner
         .sockets
         .get_mut(id.0)
         .and_then(|e| e.udp_mut())
-        .and_then(|u| u.socket.as_mut())
+        .ok_or(Error::NotConnected)
+}
+
+fn udp_socket(inner: &mut Inner, id: SocketId) -> Result<&mut udp::Socket<'static>> {
+    udp_entry(inner, id)?
+        .socket
+        .as_mut()
         .ok_or(Error::NotConnected)
 }
 

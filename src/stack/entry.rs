@@ -10,7 +10,7 @@ use crate::flow::SocketPair;
 use smoltcp::iface::SocketHandle;
 use smoltcp::socket::{Socket, tcp, udp};
 use smoltcp::time::{Duration, Instant};
-use smoltcp::wire::IpListenEndpoint;
+use smoltcp::wire::{IpEndpoint, IpListenEndpoint};
 use std::collections::VecDeque;
 
 use crate::flow::SocketId;
@@ -259,12 +259,19 @@ impl TcpEntry {
 pub(crate) struct UdpEntry {
     pub socket: Option<udp::Socket<'static>>,
     pub endpoint: IpListenEndpoint,
+    /// The one peer of a connected socket: datagrams come only from it, and ICMP errors
+    /// about datagrams to it are reported ([`UdpEntry::error`]).
+    pub peer: Option<IpEndpoint>,
+    /// An ICMP error about a datagram to `peer`, until the app is told.
+    pub error: Option<ErrorCause>,
 }
 
-/// Why a TCP connection ended abnormally.
+/// Why a TCP connection ended abnormally, or what a connected UDP socket was told.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum ErrorCause {
     Reset,
+    /// ICMP port unreachable (a connected UDP socket's peer has no socket there).
+    Refused,
     Unreachable,
     TimedOut,
 }
@@ -274,6 +281,7 @@ impl ErrorCause {
         match (self, was_established) {
             (ErrorCause::Reset, false) => Error::ConnectionRefused,
             (ErrorCause::Reset, true) => Error::ConnectionReset,
+            (ErrorCause::Refused, _) => Error::ConnectionRefused,
             (ErrorCause::Unreachable, _) => Error::Unreachable,
             (ErrorCause::TimedOut, _) => Error::TimedOut,
         }

@@ -54,9 +54,14 @@ impl Inner {
             Reassembly::Complete(whole) => {
                 // Only whole packets come with a partial checksum; not a fragment train.
                 self.partial_checksum = false;
-                self.deliver(now, packet, &whole, tx, caps)
+                self.deliver(now, packet, &whole, tx, caps);
+                self.reassembler.recycle(whole);
             }
             Reassembly::Queued => self.observe(now, packet, &Verdict::FragmentQueued),
+            Reassembly::Refused(reason, verdict) => {
+                self.observe(now, packet, &verdict);
+                self.meter.stats.drop(reason);
+            }
             Reassembly::Invalid(why) => {
                 let verdict = Verdict::dropped(DropReason::Malformed, why);
                 self.observe(now, packet, &verdict);
@@ -146,6 +151,12 @@ impl Inner {
             }
             _ => {}
         }
+        // ICMP the stack answers itself; IPv6 extension headers taken out (super::icmp).
+        let Some(tx) = self.answer(now, packet, &route, tx, caps.max_transmission_unit) else {
+            return;
+        };
+        let stripped = self.strip_extensions(packet, &route);
+        let packet = stripped.as_deref().unwrap_or(packet);
         let before = route.target.map(|id| self.tcp_receive_state(id));
         let lent = route.target.and_then(|id| self.lend(id).map(|h| (id, h)));
         let udp_queue_before = lent.and_then(|(id, _)| self.udp_recv_queue(id));
@@ -160,6 +171,7 @@ impl Inner {
             self.unlend(id, handle);
             self.after_ingress(id, route.info.as_ref(), udp_queue_before, now);
         }
+        self.return_scratch(stripped);
     }
 
     /// Applies what the guard decided about `seg` (anything but delivering it as it is).

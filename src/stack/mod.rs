@@ -6,9 +6,12 @@ mod cookie;
 mod device;
 mod egress;
 mod entry;
+mod fragmentation;
 mod fragmenter;
 mod guard;
 mod handshake;
+mod icmp;
+mod icmp_limit;
 mod ingress;
 mod inject;
 mod lifecycle;
@@ -23,7 +26,7 @@ mod zero_window;
 
 pub use guard::GuardRule;
 pub use table::{SocketInfo, SocketKind};
-pub use verdict::Verdict;
+pub use verdict::{IcmpError, Verdict};
 
 pub(crate) use entry::{Entry, EntryKind, ErrorCause, Listener, Phase, TcpEntry, UdpEntry};
 
@@ -108,6 +111,10 @@ pub(crate) struct Inner {
     pub cookies_sent_at: Option<Instant>,
     /// Scratch copy of an inbound segment whose ACK number is rewritten (cookie connections).
     pub rewrite: Vec<u8>,
+    /// Scratch for the packets [`icmp`] builds: ICMP answers, IPv6 without extension headers.
+    pub ip_scratch: Vec<u8>,
+    /// The ICMP error rate limit.
+    pub icmp_limit: icmp_limit::IcmpLimiter,
     rng: u64,
 }
 
@@ -196,6 +203,8 @@ impl Stack {
             cookies: cookie::CookieJar::new(config.random_seed),
             cookies_sent_at: None,
             rewrite: Vec::new(),
+            ip_scratch: Vec::new(),
+            icmp_limit: icmp_limit::IcmpLimiter::new(&config, now),
             rng,
             config,
         };

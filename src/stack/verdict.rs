@@ -3,6 +3,7 @@
 
 use super::guard::GuardRule;
 use crate::flow::{SocketPair, listen_endpoint};
+use crate::packet::extension::HeaderProblem;
 use crate::stats::DropReason;
 use smoltcp::wire::IpListenEndpoint;
 use std::fmt;
@@ -46,6 +47,15 @@ pub enum Verdict {
     StrayRst,
     /// UDP to a port with no socket: answered with ICMP port unreachable.
     PortUnreachable,
+    /// An IPv6 extension header a host refuses (RFC 8200 §4): dropped, answered with an
+    /// ICMPv6 Parameter Problem.
+    ParameterProblem(HeaderProblem),
+    /// The ICMP error this packet called for was not sent: the rate limit
+    /// (RFC 4443 §2.4(f), RFC 1812 §4.3.2.8). The packet is dropped.
+    IcmpRateLimited(IcmpError),
+    /// A fragment that overlaps another of its train: the whole train is discarded
+    /// (RFC 5722 §4, RFC 8200 §4.5, RFC 1858 §4).
+    FragmentOverlap,
     /// ICMP handled by the stack itself (echo request answered, error noted).
     Icmp,
     /// A fragment held for reassembly.
@@ -87,6 +97,16 @@ pub enum Verdict {
     },
 }
 
+/// An ICMP error the stack sends about a packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum IcmpError {
+    /// Port unreachable, for UDP to a port with no socket.
+    PortUnreachable,
+    /// ICMPv6 Parameter Problem, for an extension header.
+    ParameterProblem(HeaderProblem),
+}
+
 impl Verdict {
     pub(crate) fn dropped(reason: DropReason, detail: impl Into<String>) -> Verdict {
         Verdict::Dropped {
@@ -120,6 +140,22 @@ impl fmt::Display for Verdict {
             Verdict::NoSocketRst { syn: false } => write!(f, "no connection -> RST"),
             Verdict::StrayRst => write!(f, "RST for no connection -> ignored"),
             Verdict::PortUnreachable => write!(f, "no udp socket -> ICMP port unreachable"),
+            Verdict::ParameterProblem(problem) => write!(
+                f,
+                "{} -> dropped, ICMPv6 parameter problem code {} pointer {}",
+                problem.kind,
+                problem.code(),
+                problem.pointer
+            ),
+            Verdict::IcmpRateLimited(IcmpError::PortUnreachable) => {
+                write!(f, "no udp socket -> icmp rate limit, no port unreachable")
+            }
+            Verdict::IcmpRateLimited(IcmpError::ParameterProblem(problem)) => write!(
+                f,
+                "{} -> dropped, icmp rate limit, no parameter problem",
+                problem.kind
+            ),
+            Verdict::FragmentOverlap => write!(f, "overlapping fragment: train discarded"),
             Verdict::Icmp => write!(f, "icmp -> stack"),
             Verdict::FragmentQueued => write!(f, "fragment -> reassembly"),
             Verdict::Reassembled { len, verdict } => {

@@ -78,11 +78,21 @@ pub enum Mutation {
         value: u16,
         fix: bool,
     },
-    /// Cuts the packet into two real fragments, maybe reordered or duplicated.
+    /// Cuts the packet into two real fragments, maybe reordered or duplicated, maybe
+    /// overlapping (the second starts 8 bytes early).
     Fragmentize {
         cut: usize,
         reverse: bool,
         twice: bool,
+        overlap: bool,
+    },
+    /// Puts an IPv6 extension header right after the fixed header: Hop-by-Hop (0) or
+    /// Destination Options (60) with one option of type `option`, a type 0 Routing header
+    /// (43) with `segments_left`, or an atomic Fragment header (44).
+    Extension {
+        kind: u8,
+        option: u8,
+        segments_left: u8,
     },
 }
 
@@ -262,12 +272,19 @@ pub fn mutate(packets: Vec<Vec<u8>>, mutation: &Mutation) -> Vec<Vec<u8>> {
                 Mutation::Truncate(len) => packet.truncate(*len),
                 Mutation::Append(bytes) => packet.extend_from_slice(bytes),
                 Mutation::LieLength { value, fix } => lie_length(&mut packet, *value, *fix),
+                Mutation::Extension {
+                    kind,
+                    option,
+                    segments_left,
+                } => insert_extension(&mut packet, *kind, *option, *segments_left),
                 Mutation::Fragmentize {
                     cut,
                     reverse,
                     twice,
+                    overlap,
                 } => {
-                    let mut pieces = fragmentize(&packet, *cut).unwrap_or(vec![packet]);
+                    let mut pieces =
+                        fragmentize_overlapping(&packet, *cut, *overlap).unwrap_or(vec![packet]);
                     if *reverse {
                         pieces.reverse();
                     }
@@ -280,6 +297,23 @@ pub fn mutate(packets: Vec<Vec<u8>>, mutation: &Mutation) -> Vec<Vec<u8>> {
             vec![packet]
         })
         .collect()
+}
+
+/// See [`Mutation::Extension`]; leaves anything but IPv6 alone.
+pub fn insert_extension(packet: &mut Vec<u8>, kind: u8, option: u8, segments_left: u8) {
+    if packet.len() < 40 || packet[0] >> 4 != 6 {
+        return;
+    }
+    let next = packet[6];
+    let header: Vec<u8> = match kind {
+        43 => [&[next, 2, 0, segments_left, 0, 0, 0, 0][..], &[0x20; 16]].concat(),
+        44 => vec![next, 0, 0, 0, 0, 0, 0x42, 0x42],
+        _ => vec![next, 0, option, 4, 1, 2, 3, 4],
+    };
+    packet[6] = kind;
+    let len = u16::from_be_bytes([packet[4], packet[5]]).wrapping_add(header.len() as u16);
+    packet[4..6].copy_from_slice(&len.to_be_bytes());
+    packet.splice(40..40, header);
 }
 
 pub fn lie_length(packet: &mut [u8], value: u16, fix: bool) {
@@ -301,10 +335,16 @@ pub fn lie_length(packet: &mut [u8], value: u16, fix: bool) {
 
 /// Two fragments of `packet`'s IP payload, cut at `cut` rounded down to 8 bytes.
 pub fn fragmentize(packet: &[u8], cut: usize) -> Option<Vec<Vec<u8>>> {
+    fragmentize_overlapping(packet, cut, false)
+}
+
+/// [`fragmentize`], the second fragment starting 8 bytes early if `overlap` (and it can).
+pub fn fragmentize_overlapping(packet: &[u8], cut: usize, overlap: bool) -> Option<Vec<Vec<u8>>> {
     let mut pieces = Vec::new();
     if let Ok((header, rest)) = Ipv4Header::from_slice(packet) {
         let cut = (cut % rest.len().max(1)) / 8 * 8;
-        for (offset, more, data) in [(0, true, &rest[..cut]), (cut, false, &rest[cut..])] {
+        let second = if overlap { cut.saturating_sub(8) } else { cut };
+        for (offset, more, data) in [(0, true, &rest[..cut]), (second, false, &rest[second..])] {
             let mut fragment = header.clone();
             fragment.more_fragments = more;
             fragment.fragment_offset = IpFragOffset::try_new((offset / 8) as u16).ok()?;
@@ -318,7 +358,8 @@ pub fn fragmentize(packet: &[u8], cut: usize) -> Option<Vec<Vec<u8>>> {
     }
     let (header, rest) = Ipv6Header::from_slice(packet).ok()?;
     let cut = (cut % rest.len().max(1)) / 8 * 8;
-    for (offset, more, data) in [(0, true, &rest[..cut]), (cut, false, &rest[cut..])] {
+    let second = if overlap { cut.saturating_sub(8) } else { cut };
+    for (offset, more, data) in [(0, true, &rest[..cut]), (second, false, &rest[second..])] {
         let offset = IpFragOffset::try_new((offset / 8) as u16).ok()?;
         let fragment = Ipv6FragmentHeader::new(header.next_header, offset, more, 7);
         let mut ip = header.clone();

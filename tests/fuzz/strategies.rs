@@ -89,8 +89,19 @@ pub fn mutation() -> impl Strategy<Value = Mutation> {
         2 => (0usize..80).prop_map(Mutation::Truncate),
         1 => vec(any::<u8>(), 1..16).prop_map(Mutation::Append),
         2 => (any::<u16>(), any::<bool>()).prop_map(|(value, fix)| Mutation::LieLength { value, fix }),
-        2 => (0usize..300, any::<bool>(), any::<bool>())
-            .prop_map(|(cut, reverse, twice)| Mutation::Fragmentize { cut, reverse, twice }),
+        2 => (0usize..300, any::<bool>(), any::<bool>(), any::<bool>()).prop_map(
+            |(cut, reverse, twice, overlap)| Mutation::Fragmentize { cut, reverse, twice, overlap }
+        ),
+        2 => (
+            prop_oneof![Just(0u8), Just(43), Just(44), Just(60)],
+            prop_oneof![Just(1u8), Just(0x1e), Just(0x5e), Just(0x9e), Just(0xde), any::<u8>()],
+            0u8..3,
+        )
+            .prop_map(|(kind, option, segments_left)| Mutation::Extension {
+                kind,
+                option,
+                segments_left,
+            }),
     ]
 }
 

@@ -14,13 +14,36 @@ Usage:
   craft.py fragments IFACE COUNT [DPORT]
                                      send COUNT first fragments of UDP datagrams that
                                      never complete, from 192.168.69.100-250, ids 1..COUNT
+  craft.py probes                    print the names of the IP-rule probes (PROBES)
+  craft.py closed IFACE COUNT        send COUNT UDP datagrams to closed port 9 over IPv6
+                                     as fast as possible; answer "sent COUNT in SECONDS"
+
+`serve` sends catalog packets and probes alike; a probe may be several packets.
 """
 
 import socket
 import struct
 import sys
 
-from scapy.all import ICMP, IP, TCP, UDP, IPv6, ICMPv6EchoRequest, Raw, raw
+import time
+
+from scapy.all import (
+    ICMP,
+    IP,
+    TCP,
+    UDP,
+    HBHOptUnknown,
+    ICMPv6EchoRequest,
+    IPOption_RR,
+    IPv6,
+    IPv6ExtHdrDestOpt,
+    IPv6ExtHdrFragment,
+    IPv6ExtHdrHopByHop,
+    IPv6ExtHdrRouting,
+    PadN,
+    Raw,
+    raw,
+)
 
 SRC4, DST4 = "192.168.69.1", "192.168.69.2"
 SRC6, DST6 = "fd69::1", "fd69::2"
@@ -101,9 +124,6 @@ CATALOG = {
     "tcp-option-length-0": lambda: tcp_with_options(41027, b"\x02\x00\x05\xb4"),
     "tcp-option-past-header": lambda: tcp_with_options(41028, b"\x02\x28\x05\xb4"),
     "tcp-option-window-scale-short": lambda: tcp_with_options(41029, b"\x03\x02\x07\x00"),
-    # TTL / hop limit zero.
-    "ttl-0": lambda: raw(syn4(41030, ttl=0)),
-    "hop-limit-0": lambda: raw(syn6(41031, hlim=0)),
     # Sources no peer can have.
     "src-equals-dst": lambda: raw(syn4(41040, src=DST4)),
     "src-limited-broadcast": lambda: raw(syn4(41041, src="255.255.255.255")),
@@ -120,6 +140,78 @@ CATALOG = {
 }
 
 
+def udp6_behind(sport, *headers, dst=DST6):
+    """A datagram to the echo port from `sport`, behind IPv6 extension `headers`."""
+    packet = IPv6(src=SRC6, dst=dst)
+    for header in headers:
+        packet = packet / header
+    return raw(packet / UDP(sport=sport, dport=ECHO) / Raw(b"probe"))
+
+
+def option(kind):
+    """A Destination Options header with one option of type `kind` and 4 data bytes."""
+    return IPv6ExtHdrDestOpt(options=[HBHOptUnknown(otype=kind, optdata=b"\x01\x02\x03\x04")])
+
+
+def fragments6(ident, payload, pieces):
+    """IPv6 fragments of an echo request whose ICMPv6 bytes are `payload`: each piece is
+    (offset, bytes, more)."""
+    return [
+        raw(IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrFragment(nh=58, offset=offset // 8, m=more, id=ident) / Raw(data))
+        for offset, data, more in pieces
+    ]
+
+
+def overlapping6():
+    """Bytes 16..24 of the echo request twice, the second time different (RFC 5722)."""
+    # scapy fills the checksum only with the IPv6 header around it.
+    body = raw(IPv6(src=SRC6, dst=DST6) / ICMPv6EchoRequest(id=0x1120, seq=1, data=b"\xaa" * 40))[40:]
+    return fragments6(0x1120, body, [(0, body[:24], 1), (16, b"\xbb" * 24, 1), (40, body[40:], 0)])
+
+
+def ack_to_syn4():
+    """RFC 1858 section 4: a whole ACK in the first fragment, its flags rewritten into a SYN's
+    by a second fragment at offset 8."""
+    def segment(flags):
+        return raw(IP(src=SRC4, dst=DST4) / TCP(sport=41121, dport=ECHO, flags=flags, seq=1000, ack=1) / Raw(b"data"))
+
+    ack, syn = segment("A"), segment("S")
+    first = IP(src=SRC4, dst=DST4, id=0x1121, flags="MF", frag=0, proto=6) / Raw(ack[20:])
+    second = IP(src=SRC4, dst=DST4, id=0x1121, frag=1, proto=6) / Raw(syn[28:])
+    return [raw(first), raw(second)]
+
+
+# IP rules a host keeps (issue 14): each probe uses its own port or echo id, so its answer
+# can be told apart in one capture.
+PROBES = {
+    "echo-ttl-0": lambda: [raw(IP(src=SRC4, dst=DST4, ttl=0) / ICMP(id=0x1101, seq=1) / Raw(b"p" * 8))],
+    "echo6-hop-limit-0": lambda: [raw(IPv6(src=SRC6, dst=DST6, hlim=0) / ICMPv6EchoRequest(id=0x1102, seq=1))],
+    "dest-options-padding": lambda: [udp6_behind(41103, IPv6ExtHdrDestOpt(options=[PadN(optdata=b"\0\0")]))],
+    "dest-options-skip": lambda: [udp6_behind(41104, option(0x1E))],
+    "hop-by-hop-and-dest-options": lambda: [udp6_behind(41105, IPv6ExtHdrHopByHop(), IPv6ExtHdrDestOpt())],
+    "routing-type-0-segments-left-0": lambda: [udp6_behind(41106, IPv6ExtHdrRouting(type=0, segleft=0, addresses=["2001:db8::9"]))],
+    "atomic-fragment": lambda: [raw(IPv6(src=SRC6, dst=DST6) / IPv6ExtHdrFragment(offset=0, m=0, id=0x1107) / ICMPv6EchoRequest(id=0x1107, seq=1))],
+    "dest-options-discard": lambda: [udp6_behind(41108, option(0x5E))],
+    "dest-options-report": lambda: [udp6_behind(41109, option(0x9E))],
+    "routing-type-0-segments-left-1": lambda: [udp6_behind(41110, IPv6ExtHdrRouting(type=0, segleft=1, addresses=["2001:db8::9"]))],
+    "echo-subnet-broadcast": lambda: [raw(IP(src=SRC4, dst="192.168.69.255") / ICMP(id=0x1111, seq=1))],
+    "echo-limited-broadcast": lambda: [raw(IP(src=SRC4, dst="255.255.255.255") / ICMP(id=0x1112, seq=1))],
+    "echo-record-route": lambda: [raw(IP(src=SRC4, dst=DST4, options=IPOption_RR(routers=["0.0.0.0"] * 9)) / ICMP(id=0x1113, seq=1))],
+    "overlapping-fragments6": overlapping6,
+    "overlapping-fragments4-ack-to-syn": ack_to_syn4,
+}
+
+
+def closed(iface, count):
+    """`count` datagrams to a closed port, back to back: the ICMP error rate limit's test."""
+    link = open_link(iface)
+    packets = [raw(IPv6(src=SRC6, dst=DST6) / UDP(sport=42000 + i, dport=9) / Raw(b"closed")) for i in range(int(count))]
+    started = time.monotonic()
+    for packet in packets:
+        link.send(packet)
+    print(f"sent {count} in {time.monotonic() - started:.3f}", flush=True)
+
+
 def open_link(iface):
     link = socket.socket(socket.AF_PACKET, socket.SOCK_RAW)
     link.bind((iface, 0))
@@ -132,13 +224,16 @@ def serve(iface):
         name = line.strip()
         if not name:
             continue
-        build = CATALOG.get(name)
-        if build is None:
+        if name in CATALOG:
+            packets = [CATALOG[name]()]
+        elif name in PROBES:
+            packets = PROBES[name]()
+        else:
             print(f"error unknown packet {name}", flush=True)
             continue
-        packet = build()
-        link.send(packet)
-        print(f"sent {name} {len(packet)}", flush=True)
+        for packet in packets:
+            link.send(packet)
+        print(f"sent {name} {sum(len(p) for p in packets)}", flush=True)
 
 
 def segment(iface, src, sport, dst, dport, flags, seq, ack):
@@ -177,6 +272,8 @@ def main(argv):
         "serve": (1, serve),
         "segment": (8, segment),
         "fragments": (2, fragments),
+        "probes": (0, lambda: print("\n".join(PROBES))),
+        "closed": (2, closed),
     }
     if len(argv) < 2 or argv[1] not in commands:
         sys.exit(__doc__)

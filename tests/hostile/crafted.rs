@@ -42,8 +42,6 @@ const MALFORMED: &[(&str, &str)] = &[
     ("tcp-option-length-0", "malformed"),
     ("tcp-option-past-header", "malformed"),
     ("tcp-option-window-scale-short", "malformed"),
-    ("ttl-0", "ttl-zero"),
-    ("hop-limit-0", "ttl-zero"),
     ("src-equals-dst", "bad-source"),
     ("src-limited-broadcast", "bad-source"),
     ("src-subnet-broadcast", "bad-source"),

@@ -24,22 +24,29 @@ pub struct Report {
     pub tcp_established: u64,
     pub tcp_reaped: u64,
     pub rst_sent: u64,
+    pub icmp_errors_sent: u64,
+    pub icmp_rate_limited: u64,
     pub drops: BTreeMap<String, u64>,
     pub sockets: Vec<SocketRow>,
     pub text: String,
 }
 
 /// Every drop reason `tunstack ss` prints.
-pub const DROP_REASONS: [&str; 9] = [
+pub const DROP_REASONS: [&str; 14] = [
     "malformed",
     "bad-checksum",
     "not-for-us",
     "bad-source",
-    "ttl-zero",
     "backlog-full",
     "syn-queue-evicted",
+    "bad-cookie",
     "udp-buffer-full",
     "unknown-protocol",
+    "fragment-overlap",
+    "fragment-duplicate",
+    "ipv6-option",
+    "ipv6-header",
+    "broadcast-echo",
 ];
 
 impl Report {
@@ -66,6 +73,9 @@ impl Report {
                 report.tcp_reaped = counters["reaped"];
                 report.rst_sent = counters["sent"];
                 connections_seen = true;
+            } else if line.starts_with("icmp errors out:") {
+                report.icmp_errors_sent = counters["sent"];
+                report.icmp_rate_limited = counters["rate-limited"];
             } else if let Some(drops) = line.strip_prefix("drops:") {
                 for item in drops.split_whitespace() {
                     if let Some((reason, count)) = item.split_once('=') {
