@@ -77,6 +77,10 @@ enum Command {
         /// Seconds each connection sends.
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
+        /// PID of the server, for its CPU time per GB echoed (repeatable: several
+        /// processes add up).
+        #[arg(long)]
+        server_pid: Vec<u32>,
     },
     /// TCP 1-byte round trips (TCP_NODELAY), p50/p99.
     TcpRtt {
@@ -247,11 +251,13 @@ fn run(command: Command, recorder: &Recorder) -> io::Result<()> {
             target,
             conns,
             secs,
+            server_pid,
         } => throughput::run(
             &throughput::Options {
                 target,
                 conns,
                 secs,
+                server_pids: server_pid,
             },
             recorder,
         ),
