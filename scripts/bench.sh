@@ -16,20 +16,27 @@ Usage: sudo scripts/$PROG [options]
 Run the same client (target/release/tunstack-bench) against
   (a) tunstack echo on a TUN device: one namespace holds the TUN with the host-side
       addresses, tunstack (answering as 192.168.69.2) and the client;
-  (b) a kernel echo server (tunstack-bench kernel-echo) across a veth pair: the client
-      in one namespace (192.168.69.1), the server in another (192.168.69.2),
-and print one table of medians with the tunstack/kernel ratio; it is also written to
-OUT/report.md (raw values in OUT/results.tsv, server logs in OUT/logs/). Runs of (a)
-and (b) alternate. Every namespace and process made here is removed on exit, failure
-or Ctrl-C. Nothing is sent outside these namespaces. Needs root.
+  (b) the kernel's stack at its best (tunstack-bench kernel-echo) across a veth pair: the
+      client in one namespace (192.168.69.1), the servers in another (192.168.69.2), two
+      of them side by side: "kernel, every CPU" (port 7; not pinned, so it may use every
+      CPU; a thread per connection, or with --kernel-shape epoll an epoll thread per CPU
+      sharing the port with SO_REUSEPORT) and "kernel, 1 thread" (port 7001; one epoll
+      thread, on the server's CPU of --pin: the shape of tunstack's loop),
+and print one table of medians with the ratio tunstack / kernel at its best: per row, the
+better of the two kernel servers' medians (in bold). It is also written to OUT/report.md
+(raw values in OUT/results.tsv, server logs in OUT/logs/). Runs of (a) and (b) alternate.
+Every namespace and process made here is removed on exit, failure or Ctrl-C. Nothing is
+sent outside these namespaces. Needs root.
 
 Measured: TCP echo throughput with 1 and 4 connections (every byte checked) at MTU 1500
-(over IPv4 and IPv6) and at a large MTU; TCP 1-byte, UDP 64-byte and ping round trips (p50/p99),
+(over IPv4 and IPv6) and at a large MTU, with the CPU seconds per GB echoed (utime+stime
+from /proc: the server's processes; and those, the client and the kernel's ksoftirqd
+threads together); TCP 1-byte, UDP 64-byte and ping round trips (p50/p99),
 also through their floors (a bare TUN loop, blocking and spinning; tunstack spinning); UDP echo
 packets/s and loss at 64 and 1472 bytes; sequential connection rate; N concurrent
 connections (time, tunstack RSS, RTT with them open, and on the way with N/100, N/30,
-N/10 and N/3 open: plotted to OUT/rtt-vs-conns.svg); tunstack's idle CPU with many idle
-connections.
+N/10 and N/3 open: plotted to OUT/rtt-vs-conns.svg; the kernel side: epoll kernel-echo
+processes on every CPU sharing the port); tunstack's idle CPU with many idle connections.
 
 Options:
   --quick             small sizes and 1 run of each (under a minute)
@@ -42,9 +49,13 @@ Options:
   --big-tcp-buffer B  tunstack --tcp-buffer at the large MTU      (default 1048576)
   --scale-tcp-buffer B  tunstack --tcp-buffer in the scale tests  (default 4096)
   --tunstack-args "A" extra options for every tunstack echo, e.g. "--no-offload"
-  --pin MODE          CPU placement of client and servers: split (client on CPU 0,
-                      server on CPU 1), same (both on CPU 0) or none (scheduler's
-                      choice)                                     (default split)
+  --pin MODE          CPU placement: split (client on CPU 0; tunstack and the 1-thread
+                      kernel server on CPU 1; the every-CPU kernel server not pinned),
+                      same (everything on CPU 0) or none (scheduler's choice)
+                                                                  (default split)
+  --kernel-shape S    the every-CPU kernel server at MTU 1500 and the large MTU:
+                      thread-per-connection or epoll (an epoll thread per CPU, SO_REUSEPORT)
+                                                                  (default thread-per-connection)
   --only LIST         comma-separated parts to run: throughput (TCP, both MTUs),
                       latency (round trips and their floors, UDP rate, connection rate), scale
                       (scale and idle CPU)                        (default: all three)
@@ -81,6 +92,7 @@ scale_tcp_buffer=4096
 kernel_scale=true
 tunstack_args=()
 pin="split"
+kernel_shape="thread-per-connection"
 only="throughput,latency,scale"
 out="$REPO/target/bench"
 build=true
@@ -100,6 +112,7 @@ while [[ $# -gt 0 ]]; do
         --scale-tcp-buffer) need_value "$@"; scale_tcp_buffer="$2"; shift 2 ;;
         --tunstack-args) need_value "$@"; read -ra tunstack_args <<<"$2"; shift 2 ;;
         --pin) need_value "$@"; pin="$2"; shift 2 ;;
+        --kernel-shape) need_value "$@"; kernel_shape="$2"; shift 2 ;;
         --only) need_value "$@"; only="$2"; shift 2 ;;
         --no-kernel-scale) kernel_scale=false; shift ;;
         --out) need_value "$@"; out="$2"; shift 2 ;;
@@ -133,11 +146,24 @@ enabled() {
     [[ ",$only," == *",$1,"* ]]
 }
 
+# server_cpus: tunstack, the floors and the 1-thread kernel server; every_cpu: the kernel
+# server at its best, which split placement leaves free to use every CPU.
 case "$pin" in
-    split) client_cpus=(taskset -c 0) server_cpus=(taskset -c 1) ;;
-    same) client_cpus=(taskset -c 0) server_cpus=(taskset -c 0) ;;
-    none) client_cpus=() server_cpus=() ;;
+    split) client_cpus=(taskset -c 0) server_cpus=(taskset -c 1) every_cpu=() ;;
+    same) client_cpus=(taskset -c 0) server_cpus=(taskset -c 0) every_cpu=(taskset -c 0) ;;
+    none) client_cpus=() server_cpus=() every_cpu=() ;;
     *) die "--pin must be split, same or none, not '$pin'" ;;
+esac
+case "$kernel_shape" in
+    thread-per-connection)
+        kernel_shape_args=(--thread-per-connection)
+        kernel_shape_desc="kernel-echo --thread-per-connection"
+        ;;
+    epoll)
+        kernel_shape_args=()
+        kernel_shape_desc="kernel-echo, an epoll thread per CPU it may use (SO_REUSEPORT)"
+        ;;
+    *) die "--kernel-shape must be thread-per-connection or epoll, not '$kernel_shape'" ;;
 esac
 if [[ "$pin" != none ]]; then
     command -v taskset >/dev/null || die "'taskset' not found (apt-get install util-linux), or use --pin none"
@@ -267,9 +293,9 @@ setup_veth() {
 # ---- servers ----
 server_pid=""
 
-# Waits for the echo server to answer from namespace $1; $2 is its log.
+# Waits for the echo server to answer from namespace $1; $2 is its log, $3 its port (7).
 wait_ready() {
-    if ! timeout 20 ip netns exec "$1" "$BENCH" wait --target 192.168.69.2:7 --timeout 10; then
+    if ! timeout 20 ip netns exec "$1" "$BENCH" wait --target "192.168.69.2:${3:-7}" --timeout 10; then
         tail -n 20 "$2" >&2 || true
         die "the echo server did not come up (log: $2)"
     fi
@@ -287,20 +313,34 @@ start_tunstack() {
     wait_ready "$ns_tun" "$log"
 }
 
-# start_kernel_echo LOG_NAME [PROCESSES]: further processes share the TCP port
-# (SO_REUSEPORT) so together they can hold more connections than one fd limit allows.
+# start_kernel_echo LOG_NAME [PROCESSES]: the kernel at its best on port 7, on every CPU
+# (split placement does not pin it), in --kernel-shape. With PROCESSES (the scale test),
+# epoll processes instead, an epoll thread per CPU each, all sharing the TCP port
+# (SO_REUSEPORT) so together they hold more connections than one fd limit allows.
 start_kernel_echo() {
-    local log="$out/logs/kernel-echo-$1.log" processes="${2:-1}" i
-    "${server_cpus[@]}" ip netns exec "$ns_server" "$BENCH" kernel-echo --listen 0.0.0.0:7 \
-        --listen "[$STACK_V6]:7" >"$log" 2>&1 &
+    local log="$out/logs/kernel-echo-$1.log" processes="${2:-}" i shape=("${kernel_shape_args[@]}")
+    [[ -z "$processes" ]] || shape=()
+    ${every_cpu[@]+"${every_cpu[@]}"} ip netns exec "$ns_server" "$BENCH" kernel-echo --listen 0.0.0.0:7 \
+        --listen "[$STACK_V6]:7" ${shape[@]+"${shape[@]}"} >"$log" 2>&1 &
     server_pid=$!
     pids+=("$server_pid")
-    for ((i = 2; i <= processes; i++)); do
-        "${server_cpus[@]}" ip netns exec "$ns_server" "$BENCH" kernel-echo --listen 0.0.0.0:7 \
+    for ((i = 2; i <= ${processes:-1}; i++)); do
+        ${every_cpu[@]+"${every_cpu[@]}"} ip netns exec "$ns_server" "$BENCH" kernel-echo --listen 0.0.0.0:7 \
             --tcp-only >>"$log" 2>&1 &
         pids+=($!)
     done
     wait_ready "$ns_client" "$log"
+}
+
+# start_kernel_one LOG_NAME: the single-threaded kernel server (one epoll thread, as
+# tunstack's loop) on port $KERNEL_ONE_PORT, placed like tunstack.
+start_kernel_one() {
+    local log="$out/logs/kernel-echo-1-thread-$1.log"
+    "${server_cpus[@]}" ip netns exec "$ns_server" "$BENCH" kernel-echo --threads 1 \
+        --listen "0.0.0.0:$KERNEL_ONE_PORT" --listen "[$STACK_V6]:$KERNEL_ONE_PORT" >"$log" 2>&1 &
+    server_pid=$!
+    pids+=("$server_pid")
+    wait_ready "$ns_client" "$log" "$KERNEL_ONE_PORT"
 }
 
 stop_all() {
@@ -328,7 +368,7 @@ measure() {
     shift 2
     case "$side" in
         tunstack) ns="$ns_tun" ;;
-        kernel) ns="$ns_client" ;;
+        kernel | kernel-1) ns="$ns_client" ;;
         *) ns="$ns_floor" ;; # bare, bare-spin, tunstack-spin: see floors()
     esac
     if ! timeout --kill-after=5 "$limit" "${client_cpus[@]}" ip netns exec "$ns" \
@@ -340,32 +380,51 @@ measure() {
 
 readonly TARGET=192.168.69.2:7
 readonly STACK_V6=fd69::2
+readonly KERNEL_ONE_PORT=7001
 notes=()
 
-# Throughput at one MTU: both setups up, runs alternating tunstack, kernel.
-# One MTU: both setups up; throughput (and, at MTU 1500, round trips and rates) with
-# runs alternating tunstack, kernel.
+# target_of SIDE [v6]: the echo server address of SIDE (the 1-thread kernel server has
+# its own port), over IPv4 or IPv6.
+target_of() {
+    local port=7
+    [[ "$1" != kernel-1 ]] || port=$KERNEL_ONE_PORT
+    if [[ "${2:-}" == v6 ]]; then
+        echo "[$STACK_V6]:$port"
+    else
+        echo "192.168.69.2:$port"
+    fi
+}
+
+# The three servers of an MTU section, by side, and their PIDs (for CPU per GB).
+readonly SIDES=(tunstack kernel kernel-1)
+declare -A side_pid=()
+
+# One MTU: both setups up (tunstack, and the two kernel servers); throughput (and, at
+# MTU 1500, round trips and rates) with runs alternating tunstack, kernel, kernel-1.
 at_mtu() {
     local mtu="$1" buffer="$2" run side n
     say "== MTU $mtu (tunstack --tcp-buffer $buffer) =="
     setup_tun "$mtu"
     start_tunstack "tunstack-mtu$mtu" --mtu "$mtu" --tcp-buffer "$buffer"
-    local tun_pid="$server_pid"
+    side_pid[tunstack]="$server_pid"
     setup_veth "$mtu"
     start_kernel_echo "mtu$mtu"
-    local kernel_pid="$server_pid"
+    side_pid[kernel]="$server_pid"
+    start_kernel_one "mtu$mtu"
+    side_pid[kernel-1]="$server_pid"
     if enabled throughput; then
         for ((run = 1; run <= runs; run++)); do
-            for side in tunstack kernel; do
+            for side in "${SIDES[@]}"; do
                 for n in 1 4; do
-                    measure "$side" $((secs + 40)) --tag "MTU $mtu" throughput --target "$TARGET" \
-                        --conns "$n" --secs "$secs"
+                    measure "$side" $((secs + 40)) --tag "MTU $mtu" throughput --target "$(target_of "$side")" \
+                        --conns "$n" --secs "$secs" --server-pid "${side_pid[$side]}"
                 done
                 # IPv6 takes another path out of smoltcp (see src/phy/coalesce.rs).
                 if [[ "$mtu" == 1500 ]]; then
                     for n in 1 4; do
                         measure "$side" $((secs + 40)) --tag "IPv6, MTU $mtu" throughput \
-                            --target "[$STACK_V6]:7" --conns "$n" --secs "$secs"
+                            --target "$(target_of "$side" v6)" --conns "$n" --secs "$secs" \
+                            --server-pid "${side_pid[$side]}"
                     done
                 fi
             done
@@ -374,31 +433,37 @@ at_mtu() {
     if [[ "$mtu" == 1500 ]] && enabled latency; then
         latency_and_rates
     fi
-    stop_server "$tun_pid"
-    stop_server "$kernel_pid"
+    for side in "${SIDES[@]}"; do
+        stop_server "${side_pid[$side]}"
+    done
     del_ns "$ns_tun"
     del_ns "$ns_client"
     del_ns "$ns_server"
     notes+=("MTU $mtu: tunstack echo --mtu $mtu --tcp-buffer $buffer; TUN and veth MTU $mtu")
+    notes+=("MTU $mtu: kernel, every CPU: $kernel_shape_desc, ${every_cpu[*]:-not pinned}; kernel, 1 thread: kernel-echo --threads 1, ${server_cpus[*]:-not pinned}; the ratio is to the better of the two (bold)")
 }
 
 # Round trips, UDP rates and connection rate (MTU 1500), runs alternating; each run
 # also measures the floors.
 latency_and_rates() {
-    local run side size ping_limit
+    local run side size ping_limit target
     ping_limit=$((ping_count / 100 + 30))
     say "== round trips, UDP echo rate, connection rate (MTU 1500) =="
     setup_floor
     for ((run = 1; run <= runs; run++)); do
-        for side in tunstack kernel; do
-            measure "$side" 60 tcp-rtt --target "$TARGET" --count "$rtt_count"
-            measure "$side" 60 udp-rtt --target "$TARGET" --size 64 --count "$rtt_count"
-            measure "$side" "$ping_limit" ping --target 192.168.69.2 --count "$ping_count" --interval 0.002
+        for side in "${SIDES[@]}"; do
+            target="$(target_of "$side")"
+            measure "$side" 60 tcp-rtt --target "$target" --count "$rtt_count"
+            measure "$side" 60 udp-rtt --target "$target" --size 64 --count "$rtt_count"
+            # The kernel answers ping itself, whichever echo server runs: measured once.
+            if [[ "$side" != kernel-1 ]]; then
+                measure "$side" "$ping_limit" ping --target 192.168.69.2 --count "$ping_count" --interval 0.002
+            fi
             for size in 64 1472; do
-                measure "$side" $((udp_secs + 20)) udp-rate --target "$TARGET" --size "$size" \
+                measure "$side" $((udp_secs + 20)) udp-rate --target "$target" --size "$size" \
                     --window 64 --secs "$udp_secs"
             done
-            measure "$side" $((rate_secs + 30)) conn-rate --target "$TARGET" --sources "$SOURCES" \
+            measure "$side" $((rate_secs + 30)) conn-rate --target "$target" --sources "$SOURCES" \
                 --secs "$rate_secs"
         done
         floors "$ping_limit"
@@ -500,7 +565,7 @@ scale_tests() {
     del_ns "$ns_tun"
     del_ns "$ns_client"
     del_ns "$ns_server"
-    notes+=("scale: tunstack echo --tcp-buffer $scale_tcp_buffer (MTU 1500), a fresh server per run; kernel: kernel-echo processes sharing the port: $(((conns + nofile / 2 - 1) / (nofile / 2))) (fd limit $nofile); 64 connects in flight; the idle test runs once")
+    notes+=("scale: tunstack echo --tcp-buffer $scale_tcp_buffer (MTU 1500), a fresh server per run; kernel: kernel-echo processes sharing the port, an epoll thread per CPU each${every_cpu[*]:+ (${every_cpu[*]})}: $(((conns + nofile / 2 - 1) / (nofile / 2))) (fd limit $nofile); 64 connects in flight; the idle test runs once")
     if [[ -n "$steps" ]]; then
         notes+=("scale: the round trip is also measured on the way, with $steps connections open (plotted)")
     fi

@@ -1,9 +1,10 @@
-//! `tunstack-bench`: the benchmark client of scripts/bench.sh, plus the kernel echo server
-//! it is compared against. The same client code measures both servers; each measurement
+//! `tunstack-bench`: the benchmark client of scripts/bench.sh, plus the kernel echo servers
+//! it is compared against (on every CPU, and on one thread). The same client code measures both servers; each measurement
 //! is printed and appended to a results file, from which `report` builds the table and
 //! `plot` the chart of round trip against open connections.
 
 mod conn_rate;
+mod kernel_blocking;
 mod kernel_echo;
 mod latency;
 mod net;
@@ -45,7 +46,8 @@ struct Recording {
     /// `plot`: the file to read).
     #[arg(long, global = true, value_name = "FILE")]
     results: Option<PathBuf>,
-    /// Name of the server being measured: tunstack or kernel.
+    /// Name of the server being measured: tunstack, kernel (the kernel echo server on every
+    /// CPU), kernel-1 (on one epoll thread), or a floor (bare, bare-spin, tunstack-spin).
     #[arg(long, global = true, default_value = "tunstack")]
     side: String,
     /// Suffix for every metric name, e.g. "MTU 1500".
@@ -55,18 +57,9 @@ struct Recording {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// TCP (epoll, one thread) and UDP echo on the kernel's stack, until killed.
-    KernelEcho {
-        /// Address to serve TCP and UDP echo on; repeatable.
-        #[arg(long, required = true)]
-        listen: Vec<SocketAddr>,
-        /// TCP listen backlog.
-        #[arg(long, default_value_t = 1024)]
-        backlog: i32,
-        /// Serve TCP only (a further process sharing the TCP port with SO_REUSEPORT).
-        #[arg(long)]
-        tcp_only: bool,
-    },
+    /// TCP and UDP echo on the kernel's stack, until killed. TCP runs on --threads epoll
+    /// threads sharing the port with SO_REUSEPORT, or a thread per connection.
+    KernelEcho(kernel_echo::Options),
     /// Wait until a TCP echo server answers (1 byte echoed), or fail after --timeout.
     Wait {
         #[arg(long)]
@@ -84,6 +77,10 @@ enum Command {
         /// Seconds each connection sends.
         #[arg(long, default_value_t = 3.0)]
         secs: f64,
+        /// PID of the server, for its CPU time per GB echoed (repeatable: several
+        /// processes add up).
+        #[arg(long)]
+        server_pid: Vec<u32>,
     },
     /// TCP 1-byte round trips (TCP_NODELAY), p50/p99.
     TcpRtt {
@@ -248,21 +245,19 @@ fn main() -> ExitCode {
 
 fn run(command: Command, recorder: &Recorder) -> io::Result<()> {
     match command {
-        Command::KernelEcho {
-            listen,
-            backlog,
-            tcp_only,
-        } => kernel_echo::run(&listen, backlog, tcp_only),
+        Command::KernelEcho(options) => kernel_echo::run(&options),
         Command::Wait { target, timeout } => wait(target, Duration::from_secs_f64(timeout)),
         Command::Throughput {
             target,
             conns,
             secs,
+            server_pid,
         } => throughput::run(
             &throughput::Options {
                 target,
                 conns,
                 secs,
+                server_pids: server_pid,
             },
             recorder,
         ),

@@ -1,4 +1,5 @@
-//! What /proc says about the server process: resident memory and CPU time used.
+//! What /proc says about a process: resident memory and CPU time used; and which threads
+//! are the kernel's softirq threads.
 
 use crate::net;
 use std::fs;
@@ -25,6 +26,30 @@ pub fn cpu_time(pid: u32) -> io::Result<Duration> {
     Ok(Duration::from_secs_f64(
         ticks as f64 / net::clock_ticks() as f64,
     ))
+}
+
+/// The kernel's softirq threads (`ksoftirqd/N`): where packet processing goes when it is
+/// not done in the context of the task that was running.
+pub fn softirq_threads() -> io::Result<Vec<u32>> {
+    let mut pids = Vec::new();
+    for entry in fs::read_dir("/proc")? {
+        let entry = entry?;
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        // A process may end between read_dir and here: skip it.
+        let Ok(comm) = fs::read_to_string(entry.path().join("comm")) else {
+            continue;
+        };
+        if comm.starts_with("ksoftirqd/") {
+            pids.push(pid);
+        }
+    }
+    Ok(pids)
 }
 
 /// utime + stime (fields 14 and 15) of a /proc/PID/stat line. The command name (field 2)

@@ -1,10 +1,15 @@
 //! TCP echo throughput: each connection has a writer thread sending the pattern for a fixed
 //! time, then FIN, and a reader thread checking every echoed byte against the pattern until
 //! the server's FIN. Throughput is the bytes echoed by all connections over the time from
-//! the common start to the last connection's end.
+//! the common start to the last connection's end. Over the same span, the CPU it cost
+//! (utime + stime from /proc), per GB echoed: the server's processes alone, and those plus
+//! this client and the kernel's softirq threads. Softirq work done in a task's context is
+//! charged to that task (tick accounting; kernels with IRQ_TIME_ACCOUNTING would not), so
+//! the second holds the packet processing of both ends, and nothing of other processes.
 
 use crate::net;
 use crate::pattern::Pattern;
+use crate::procfs;
 use crate::record::Recorder;
 use std::io::{self, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -25,9 +30,33 @@ pub struct Options {
     pub conns: usize,
     /// How long each writer sends.
     pub secs: f64,
+    /// The server's processes, whose CPU time is recorded per GB echoed (none: not).
+    pub server_pids: Vec<u32>,
 }
 
-/// Runs the test and records `TCP echo throughput, N conn(s)` in MB/s (10^6 bytes/s).
+/// CPU time used so far by the server's processes, and by those, this client and the
+/// softirq threads together.
+struct CpuSample {
+    server: Duration,
+    all: Duration,
+}
+
+impl CpuSample {
+    fn take(server_pids: &[u32], softirq_pids: &[u32]) -> io::Result<CpuSample> {
+        let mut server = Duration::ZERO;
+        for &pid in server_pids {
+            server += procfs::cpu_time(pid)?;
+        }
+        let mut all = server + procfs::cpu_time(std::process::id())?;
+        for &pid in softirq_pids {
+            all += procfs::cpu_time(pid)?;
+        }
+        Ok(CpuSample { server, all })
+    }
+}
+
+/// Runs the test and records `TCP echo throughput, N conn(s)` in MB/s (10^6 bytes/s), then
+/// the CPU seconds per GB (10^9 bytes) echoed if the server's PIDs are given.
 pub fn run(options: &Options, recorder: &Recorder) -> io::Result<()> {
     let pattern = Arc::new(Pattern::new());
     let mut streams = Vec::new();
@@ -51,6 +80,8 @@ pub fn run(options: &Options, recorder: &Recorder) -> io::Result<()> {
             read_and_verify(stream, &p, start, &b)
         }));
     }
+    let softirq_pids = procfs::softirq_threads()?;
+    let cpu_before = CpuSample::take(&options.server_pids, &softirq_pids)?;
     barrier.wait();
     let started = Instant::now();
     let mut written = 0u64;
@@ -67,6 +98,7 @@ pub fn run(options: &Options, recorder: &Recorder) -> io::Result<()> {
         }
     }
     let elapsed = started.elapsed();
+    let cpu_after = CpuSample::take(&options.server_pids, &softirq_pids)?;
     if let Some(err) = failure {
         return Err(err);
     }
@@ -76,8 +108,28 @@ pub fn run(options: &Options, recorder: &Recorder) -> io::Result<()> {
         )));
     }
     let plural = if options.conns == 1 { "" } else { "s" };
-    let metric = format!("TCP echo throughput, {} conn{plural}", options.conns);
-    recorder.record(&metric, "MB/s", echoed as f64 / elapsed.as_secs_f64() / 1e6)
+    let conns = format!("{} conn{plural}", options.conns);
+    let metric = format!("TCP echo throughput, {conns}");
+    recorder.record(&metric, "MB/s", echoed as f64 / elapsed.as_secs_f64() / 1e6)?;
+    if options.server_pids.is_empty() {
+        return Ok(());
+    }
+    let gigabytes = echoed as f64 / 1e9;
+    if gigabytes <= 0.0 {
+        return Err(io::Error::other("nothing was echoed: no CPU per GB"));
+    }
+    let per_gb =
+        |before: Duration, after: Duration| after.saturating_sub(before).as_secs_f64() / gigabytes;
+    recorder.record(
+        &format!("CPU per GB echoed, server, {conns}"),
+        "s/GB",
+        per_gb(cpu_before.server, cpu_after.server),
+    )?;
+    recorder.record(
+        &format!("CPU per GB echoed, client + server + softirq threads, {conns}"),
+        "s/GB",
+        per_gb(cpu_before.all, cpu_after.all),
+    )
 }
 
 /// Sends the pattern for `send_for`, then FIN; returns the bytes sent.
