@@ -46,6 +46,12 @@ cargo fuzz --version >/dev/null 2>&1 || die "cargo-fuzz is not installed: run sc
 
 cd "$REPO"
 echo "$PROG: fuzzing target '$target' for ${seconds}s"
-RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --fuzz-dir fuzz -- \
+# The working corpus (git-ignored) grows run to run; the committed seeds (IPv6 extension
+# headers, overlapping fragments, ...: fuzz/seeds/make_seeds.py) start every run.
+corpus="fuzz/corpus/$target"
+mkdir -p "$corpus"
+seeds=()
+[[ -d "fuzz/seeds/$target" ]] && seeds=("fuzz/seeds/$target")
+RUSTC_BOOTSTRAP=1 cargo fuzz run "$target" --fuzz-dir fuzz "$corpus" "${seeds[@]}" -- \
     -max_total_time="$seconds" -rss_limit_mb=2048 -print_final_stats=1
 echo "$PROG: no crash in ${seconds}s"

@@ -237,3 +237,18 @@ fn the_connect_client_exits_only_once_its_data_is_acknowledged() {
         "the bytes the peer read differ from those sent"
     );
 }
+
+/// `sendto` towards a host on none of the stack's subnets (and no route) fails at once
+/// with "network unreachable", as on Linux, instead of vanishing in smoltcp; so does
+/// `tunstack connect -u`, which exits 1 instead of waiting out `-w`.
+#[test]
+fn udp_send_to_a_host_off_every_subnet_is_network_unreachable() {
+    let pair = Pair::new(StackConfig::default(), client_config());
+    let socket = tunstack::UdpSocket::bind(&pair.client.stack, addr("0.0.0.0", 0)).unwrap();
+    let result = socket.send_to(b"hello", addr("10.1.1.1", 53));
+    assert!(
+        matches!(result, Err(Error::NetworkUnreachable(_))),
+        "{result:?}"
+    );
+    assert!(socket.send_to(b"hello", addr(SERVER4, 53)).is_ok());
+}

@@ -99,6 +99,8 @@ impl UdpSocket {
             return Err(err);
         }
         let mut inner = self.stack.inner();
+        // Off every subnet with no route: smoltcp would drop the datagram without a word.
+        crate::socket::tcp::check_reachable(&inner, target.ip().into())?;
         match inner.send_udp_v6_fragmented(self.id, self.endpoint, target, buf) {
             Ok(true) => return Ok(buf.len()),
             Ok(false) => {}
