@@ -250,6 +250,19 @@ fn data_packets(peer: &Peer, from: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// An ICMP "fragmentation needed" from the peer with next-hop MTU `mtu`, quoting `quoted`.
+fn frag_needed(quoted: &[u8], mtu: u16) -> Vec<u8> {
+    let kind = etherparse::Icmpv4Type::DestinationUnreachable(
+        etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: mtu },
+    );
+    let mut packet = Vec::new();
+    etherparse::PacketBuilder::ipv4(peer::PEER, peer::US, 64)
+        .icmpv4(kind)
+        .write(&mut packet, quoted)
+        .unwrap();
+    packet
+}
+
 /// After a "too big" message quoting our segment, every segment of the flow — new data
 /// and the retransmission of what the message says was lost — fits `mtu`.
 fn path_mtu_lowers_the_segment_size(v6: bool, icmp: impl Fn(&[u8]) -> Vec<u8>, mtu: usize) {
@@ -277,18 +290,7 @@ fn path_mtu_lowers_the_segment_size(v6: bool, icmp: impl Fn(&[u8]) -> Vec<u8>, m
 
 #[test]
 fn rfc1191_3_frag_needed_quoting_our_segment_lowers_the_segment_size() {
-    let icmp = |quoted: &[u8]| {
-        let kind = etherparse::Icmpv4Type::DestinationUnreachable(
-            etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 1000 },
-        );
-        let mut packet = Vec::new();
-        etherparse::PacketBuilder::ipv4(peer::PEER, peer::US, 64)
-            .icmpv4(kind)
-            .write(&mut packet, quoted)
-            .unwrap();
-        packet
-    };
-    path_mtu_lowers_the_segment_size(false, icmp, 1000);
+    path_mtu_lowers_the_segment_size(false, |quoted| frag_needed(quoted, 1000), 1000);
 }
 
 #[test]
@@ -313,15 +315,7 @@ fn rfc5927_4_1_a_too_big_message_for_no_segment_in_flight_is_ignored() {
     // A sequence number far from anything we sent: forged or stale.
     let tcp = 20;
     quoted[tcp + 4..tcp + 8].copy_from_slice(&123_456u32.to_be_bytes());
-    let kind = etherparse::Icmpv4Type::DestinationUnreachable(
-        etherparse::icmpv4::DestUnreachableHeader::FragmentationNeeded { next_hop_mtu: 600 },
-    );
-    let mut packet = Vec::new();
-    etherparse::PacketBuilder::ipv4(peer::PEER, peer::US, 64)
-        .icmpv4(kind)
-        .write(&mut packet, &quoted)
-        .unwrap();
-    peer.wire.send_raw(packet);
+    peer.wire.send_raw(frag_needed(&quoted, 600));
     let from = peer.received.len();
     stream.write(&[2u8; 3000]).unwrap();
     peer.exchange();
