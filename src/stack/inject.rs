@@ -11,11 +11,11 @@
 
 use super::device::{OnePacket, SinkTx};
 use super::guard::{Arriving, Decision, GuardRule, Known};
-use super::sack::PeerSegment;
+use super::sack::{PeerSegment, same_ip};
 use super::{Inner, Verdict};
 use crate::flow::SocketPair;
 use crate::packet::{SeqField, shift_tcp};
-use etherparse::{NetSlice, PacketBuilder, SlicedPacket, TcpOptionElement, TransportSlice};
+use etherparse::{SlicedPacket, TcpOptionElement, TransportSlice};
 use smoltcp::phy::DeviceCapabilities;
 use smoltcp::time::Instant;
 
@@ -189,17 +189,7 @@ fn eliciting_segment(packet: &[u8], seq: u32, ack: u32, tsval: Option<u32>) -> O
     let Some(TransportSlice::Tcp(tcp)) = &sliced.transport else {
         return None;
     };
-    let ip = match sliced.net.as_ref()? {
-        NetSlice::Ipv4(ip) => {
-            let h = ip.header();
-            PacketBuilder::ipv4(h.source(), h.destination(), 64)
-        }
-        NetSlice::Ipv6(ip) => {
-            let h = ip.header();
-            PacketBuilder::ipv6(h.source(), h.destination(), 64)
-        }
-        NetSlice::Arp(_) => return None,
-    };
+    let ip = same_ip(sliced.net.as_ref()?)?;
     let ports = (tcp.source_port(), tcp.destination_port());
     let mut builder = ip.tcp(ports.0, ports.1, seq, tcp.window_size()).ack(ack);
     if let Some(tsval) = tsval {

@@ -172,20 +172,26 @@ pub(super) fn duplicate_ack(packet: &[u8], seq: Option<u32>) -> Option<Vec<u8>> 
         tcp.sequence_number()
             .wrapping_add(tcp.payload().len() as u32)
     });
-    let builder = match &sliced.net? {
-        etherparse::NetSlice::Ipv4(ip) => {
-            let h = ip.header();
-            PacketBuilder::ipv4(h.source(), h.destination(), h.ttl())
-        }
-        etherparse::NetSlice::Ipv6(ip) => {
-            let h = ip.header();
-            PacketBuilder::ipv6(h.source(), h.destination(), h.hop_limit())
-        }
-        etherparse::NetSlice::Arp(_) => return None,
-    };
+    let builder = same_ip(sliced.net.as_ref()?)?;
     let ports = (tcp.source_port(), tcp.destination_port());
     let ack = tcp.acknowledgment_number();
     pure_ack(builder, ports, seq, ack, tcp.window_size())
+}
+
+/// A packet builder with the addresses and TTL (hop limit) of the IP header `net`: for
+/// segments made in the name of the peer that sent it.
+pub(super) fn same_ip(net: &etherparse::NetSlice<'_>) -> Option<PacketBuilderStep<IpHeaders>> {
+    match net {
+        etherparse::NetSlice::Ipv4(ip) => {
+            let h = ip.header();
+            Some(PacketBuilder::ipv4(h.source(), h.destination(), h.ttl()))
+        }
+        etherparse::NetSlice::Ipv6(ip) => {
+            let h = ip.header();
+            Some(PacketBuilder::ipv6(h.source(), h.destination(), h.hop_limit()))
+        }
+        etherparse::NetSlice::Arp(_) => None,
+    }
 }
 
 /// A TCP segment with ACK set and nothing else (no data, no options) after the IP header
