@@ -34,6 +34,27 @@ fn connect(netns: &Netns, args: &[&str], input: &Path, output: &Path) -> Output 
         .unwrap()
 }
 
+/// Runs `tunstack connect args`, which must exit 1 saying "connection refused" (and not
+/// panic); returns how long it took.
+fn assert_refused(netns: &Netns, args: &[&str], input: &Path, output: &Path) -> Duration {
+    let started = Instant::now();
+    let client = connect(netns, args, input, output);
+    let took = started.elapsed();
+    let stderr = String::from_utf8_lossy(&client.stderr);
+    assert_eq!(
+        client.status.code(),
+        Some(1),
+        "exit status:\n{}",
+        describe(&client)
+    );
+    assert!(
+        stderr.contains("connection refused"),
+        "stderr must say why:\n{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+    took
+}
+
 /// A host-side server process with stdin from `input` and stdout into `output`.
 fn serve(netns: &Netns, program: &str, args: &[&str], input: &Path, output: &Path) -> Child {
     netns
@@ -183,21 +204,7 @@ fn connect_to_a_closed_port_reports_refused_promptly() {
     let empty = dir.file("empty");
     File::create(&empty).unwrap();
     for host in ["192.168.69.1", "fd69::1"] {
-        let started = Instant::now();
-        let client = connect(&netns, &[host, "9"], &empty, &dir.file("out"));
-        let took = started.elapsed();
-        let stderr = String::from_utf8_lossy(&client.stderr);
-        assert_eq!(
-            client.status.code(),
-            Some(1),
-            "exit status:\n{}",
-            describe(&client)
-        );
-        assert!(
-            stderr.contains("connection refused"),
-            "stderr must say why:\n{stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        let took = assert_refused(&netns, &[host, "9"], &empty, &dir.file("out"));
         assert!(took < Duration::from_secs(2), "refusal took {took:?}");
     }
 }
@@ -212,27 +219,9 @@ fn udp_connect_to_a_closed_port_reports_refused_promptly() {
     let input = dir.file("in");
     std::fs::write(&input, "anyone there?\n").unwrap();
     for host in ["192.168.69.1", "fd69::1"] {
-        let started = Instant::now();
         // -w 30: only the host's port unreachable can end it this soon.
-        let client = connect(
-            &netns,
-            &["-u", "-w", "30", host, "9"],
-            &input,
-            &dir.file("out"),
-        );
-        let took = started.elapsed();
-        let stderr = String::from_utf8_lossy(&client.stderr);
-        assert_eq!(
-            client.status.code(),
-            Some(1),
-            "exit status:\n{}",
-            describe(&client)
-        );
-        assert!(
-            stderr.contains("connection refused"),
-            "stderr must say why:\n{stderr}"
-        );
-        assert!(!stderr.contains("panicked"), "{stderr}");
+        let args = ["-u", "-w", "30", host, "9"];
+        let took = assert_refused(&netns, &args, &input, &dir.file("out"));
         assert!(
             took < Duration::from_secs(5),
             "refusal took {took:?}: the port unreachable did not end it"

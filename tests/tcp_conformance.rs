@@ -250,6 +250,17 @@ fn data_packets(peer: &Peer, from: usize) -> Vec<(usize, usize)> {
         .collect()
 }
 
+/// Writes 3000 bytes more and lets the retransmission timer run once (the peer
+/// acknowledges nothing): the data packets the stack sent meanwhile, as `data_packets`.
+fn more_data_and_a_retransmission(peer: &mut Peer, stream: &TcpStream) -> Vec<(usize, usize)> {
+    let from = peer.received.len();
+    stream.write(&[2u8; 3000]).unwrap();
+    peer.exchange();
+    peer.now += Duration::from_millis(1500);
+    peer.exchange();
+    data_packets(peer, from)
+}
+
 /// An ICMP "fragmentation needed" from the peer with next-hop MTU `mtu`, quoting `quoted`.
 fn frag_needed(quoted: &[u8], mtu: u16) -> Vec<u8> {
     let kind = etherparse::Icmpv4Type::DestinationUnreachable(
@@ -274,12 +285,7 @@ fn path_mtu_lowers_the_segment_size(v6: bool, icmp: impl Fn(&[u8]) -> Vec<u8>, m
     assert!(first.iter().any(|s| s.len > mtu), "{first:?}");
     let quoted = quote_last(&peer, if v6 { 1232 } else { 548 });
     peer.wire.send_raw(icmp(&quoted));
-    let from = peer.received.len();
-    stream.write(&[2u8; 3000]).unwrap();
-    peer.exchange();
-    peer.now += Duration::from_millis(1500);
-    peer.exchange();
-    let sent = data_packets(&peer, from);
+    let sent = more_data_and_a_retransmission(&mut peer, &stream);
     assert!(!sent.is_empty(), "nothing sent after the message");
     assert!(
         sent.iter().all(|&(len, _)| len <= mtu),
@@ -316,12 +322,7 @@ fn rfc5927_4_1_a_too_big_message_for_no_segment_in_flight_is_ignored() {
     let tcp = 20;
     quoted[tcp + 4..tcp + 8].copy_from_slice(&123_456u32.to_be_bytes());
     peer.wire.send_raw(frag_needed(&quoted, 600));
-    let from = peer.received.len();
-    stream.write(&[2u8; 3000]).unwrap();
-    peer.exchange();
-    peer.now += Duration::from_millis(1500);
-    peer.exchange();
-    let sent = data_packets(&peer, from);
+    let sent = more_data_and_a_retransmission(&mut peer, &stream);
     assert!(sent.iter().any(|&(len, _)| len > 600), "{sent:?}");
     assert_eq!(peer.stack.stats().path_mtu_updates, 0);
 }

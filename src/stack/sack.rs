@@ -188,7 +188,11 @@ pub(super) fn same_ip(net: &etherparse::NetSlice<'_>) -> Option<PacketBuilderSte
         }
         etherparse::NetSlice::Ipv6(ip) => {
             let h = ip.header();
-            Some(PacketBuilder::ipv6(h.source(), h.destination(), h.hop_limit()))
+            Some(PacketBuilder::ipv6(
+                h.source(),
+                h.destination(),
+                h.hop_limit(),
+            ))
         }
         etherparse::NetSlice::Arp(_) => None,
     }
